@@ -1,0 +1,42 @@
+# Two commands on a fresh machine with Python 3.11 and make: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-long lint typecheck unit bench emulator clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy dynamics_api dynamics_emulator tap_dynamics target_dynamics tests bench
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not long"
+
+test: lint typecheck unit
+
+test-long: $(STAMP)
+	$(BIN)/pytest -m long
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+emulator: $(STAMP)
+	$(BIN)/dynamics-emulator
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache output .emulator

@@ -1,0 +1,1 @@
+"""dynamics_api package."""

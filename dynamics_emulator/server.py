@@ -1,0 +1,580 @@
+"""The emulator's HTTPS server and its Python API (``Emulator``), usable as a pytest fixture.
+
+One port serves both the Entra ID endpoints (``/<tenant>/oauth2/v2.0/token``, ...) and the
+Dataverse Web API (``/api/data/v9.2/...``), so the organisation URL and the authority host are the
+same ``https://127.0.0.1:<port>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import seed as seeding
+from .faults import Fault, FaultInjector, ServiceProtection
+from .identity import ClientApp, IdentityProvider, User
+from .model import Model, standard_model
+from .service import Caller, DataService, Request, ServiceSettings
+from .store import Store, q, utc_now_text
+from .tls import TlsFiles, create_tls_files, server_context
+from .wire import ODataError, Response
+
+DEFAULT_TENANT_ID = "9f8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
+DEFAULT_CLIENT_ID = "51f81489-12ee-4a9e-aaae-a2591f45987d"
+DEFAULT_PUBLIC_CLIENT_ID = "2ad88395-b77d-4561-9441-d0e40824f9bc"
+DEFAULT_REDIRECT_URIS = ("http://localhost", "http://127.0.0.1")
+DEFAULT_USERS = (
+    User("0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9", "dana.admin@contoso.example", "Dana Admin"),
+    User("1b2c3d4e-5f60-4172-93a4-b5c6d7e8f90a", "sam.agent@contoso.example", "Sam Agent"),
+)
+MAX_BODY = 64 * 1024 * 1024
+
+
+@dataclass
+class LogEntry:
+    """One request as the emulator saw it (no Authorization header, no body)."""
+
+    time: float
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    status: int
+    duration: float
+    request_bytes: int
+    response_bytes: int
+    fault: str | None = None
+    batch_operations: int | None = None
+
+
+@dataclass
+class EmulatorOptions:
+    model: Model | None = None
+    csdl_path: str | Path | None = None
+    counts: dict[str, int] | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    seed: int = 42
+    host: str = "127.0.0.1"
+    port: int = 0
+    workdir: Path | None = None
+    store_path: Path | None = None
+    tenant_id: str = DEFAULT_TENANT_ID
+    client_id: str = DEFAULT_CLIENT_ID
+    client_secret: str | None = None
+    public_client_id: str = DEFAULT_PUBLIC_CLIENT_ID
+    extra_clients: tuple[ClientApp, ...] = ()
+    users: tuple[User, ...] = DEFAULT_USERS
+    access_token_lifetime: int = 3599
+    settings: ServiceSettings = field(default_factory=ServiceSettings)
+    log_limit: int = 100_000
+
+
+class Emulator:
+    """A running (or startable) emulator. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, options: EmulatorOptions | None = None, **kw: Any) -> None:
+        self.options = options or EmulatorOptions(**kw)
+        opts = self.options
+        self.client_id = opts.client_id
+        self.client_secret = opts.client_secret or secrets.token_urlsafe(24)
+        self.public_client_id = opts.public_client_id
+        self.tenant_id = opts.tenant_id
+        self.faults = FaultInjector()
+        self.protection = ServiceProtection()
+        self.log: list[LogEntry] = []
+        self._log_lock = threading.Lock()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.model: Model = standard_model()
+        self.store: Store | None = None
+        self.service: DataService | None = None
+        self.identity: IdentityProvider | None = None
+        self.tls: TlsFiles | None = None
+        self._app_user: str | None = None
+        self._user_map: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        opts = self.options
+        if opts.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="dynamics-emulator-")
+            workdir = Path(self._tmp.name)
+        else:
+            workdir = Path(opts.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.tls = create_tls_files(workdir, hosts=_hosts_for(opts.host))
+        self.model = self._load_model()
+        self.store = Store(self.model, opts.store_path)
+        self._seed()
+        self.service = DataService(self.model, self.store, opts.settings)
+        server = _Server((opts.host, opts.port), _Handler, server_context(self.tls), self)
+        self._server = server
+        self.port = server.server_address[1]
+        self.url = f"https://{_url_host(opts.host)}:{self.port}"
+        clients = [
+            ClientApp(
+                self.client_id,
+                secret=self.client_secret,
+                redirect_uris=DEFAULT_REDIRECT_URIS,
+                display_name="tap-dynamics (emulator)",
+            ),
+            ClientApp(
+                self.public_client_id,
+                redirect_uris=DEFAULT_REDIRECT_URIS,
+                display_name="tap-dynamics login (public client)",
+            ),
+            *opts.extra_clients,
+        ]
+        self.identity = IdentityProvider(
+            self.url,
+            tenant_id=self.tenant_id,
+            clients=clients,
+            users=list(opts.users),
+            access_token_lifetime=opts.access_token_lifetime,
+        )
+        self._map_users()
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="dynamics-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _load_model(self) -> Model:
+        opts = self.options
+        if opts.model is not None:
+            return opts.model
+        if opts.csdl_path is not None:
+            from .csdl_load import load_model
+
+            return load_model(opts.csdl_path)
+        return standard_model()
+
+    def _seed(self) -> None:
+        assert self.store is not None
+        opts = self.options
+        if opts.csdl_path is not None and opts.counts is None:
+            counts = {e.logical_name: 5 for e in self.model.concrete()}
+        else:
+            counts = dict(opts.counts if opts.counts is not None else seeding.default_counts())
+        counts.update(opts.rows)
+        counts = {k: v for k, v in counts.items() if k in self.model}
+        self.counts = counts
+        for entity in self.model.concrete():
+            n = counts.get(entity.logical_name, 0)
+            if n:
+                self.store.insert_rows(
+                    entity, seeding.generate_rows(self.model, entity, counts, seed=opts.seed)
+                )
+
+    def _map_users(self) -> None:
+        """Tie identities to systemuser rows: app-only calls run as the first systemuser (the
+        application user); each signed-in user as a systemuser with their object id."""
+        assert self.store is not None and self.identity is not None
+        su = self.model.entities.get("systemuser")
+        if su is None:
+            return
+        with self.store.lock:
+            ids = [
+                r[0]
+                for r in self.store.conn.execute(
+                    f'SELECT {q(su.primary_id)} FROM systemuser ORDER BY "@rowid" LIMIT 50'
+                )
+            ]
+        if not ids:
+            return
+        self._app_user = ids[0]
+        for i, user in enumerate(self.options.users):
+            self._user_map[user.object_id] = ids[(i + 1) % len(ids)]
+
+    # -- addresses --------------------------------------------------------------------------------
+
+    @property
+    def authority_host(self) -> str:
+        return self.url
+
+    @property
+    def authority(self) -> str:
+        return f"{self.url}/{self.tenant_id}"
+
+    @property
+    def ca_bundle(self) -> str:
+        assert self.tls is not None
+        return str(self.tls.ca_bundle)
+
+    def tap_config(self, **overrides: Any) -> dict[str, Any]:
+        """Settings for tap-dynamics / target-dynamics pointed at this emulator."""
+        cfg: dict[str, Any] = {
+            "environment_url": self.url,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "tenant_id": self.tenant_id,
+            "authority_host": self.authority_host,
+        }
+        cfg.update(overrides)
+        return cfg
+
+    # -- test hooks -------------------------------------------------------------------------------
+
+    def revoke_all_tokens(self) -> None:
+        assert self.identity is not None
+        self.identity.revoke_all_tokens()
+
+    def expire_access_tokens(self) -> None:
+        assert self.identity is not None
+        self.identity.expire_access_tokens()
+
+    def expire_delta_tokens(self) -> None:
+        assert self.service is not None
+        self.service.expire_delta_tokens()
+
+    def clear_log(self) -> None:
+        with self._log_lock:
+            self.log.clear()
+
+    def requests(self, path_contains: str = "/api/data/") -> list[LogEntry]:
+        with self._log_lock:
+            return [e for e in self.log if path_contains in e.path]
+
+    def update_rows(self, table: str, ids: Iterable[str], values: Mapping[str, Any]) -> int:
+        """Change rows as a user of the organisation would (new modifiedon and version)."""
+        assert self.store is not None
+        entity = self.model[table]
+        n = 0
+        with self.store.transaction():
+            for rid in ids:
+                vals = dict(values)
+                if "modifiedon" in entity.attributes:
+                    vals["modifiedon"] = utc_now_text()
+                if "versionnumber" in entity.attributes:
+                    vals["versionnumber"] = self.store.next_version()
+                self.store.update(entity, rid, vals)
+                n += 1
+        return n
+
+    def delete_rows(self, table: str, ids: Iterable[str]) -> int:
+        assert self.store is not None
+        entity = self.model[table]
+        return sum(1 for rid in ids if self.store.delete(entity, rid))
+
+    def row_ids(self, table: str, limit: int | None = None) -> list[str]:
+        assert self.store is not None
+        entity = self.model[table]
+        sql = f'SELECT {q(entity.primary_id)} FROM {q(table)} ORDER BY "@rowid"'
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self.store.lock:
+            return [r[0] for r in self.store.conn.execute(sql)]
+
+    def get_row(self, table: str, row_id: str) -> dict[str, Any] | None:
+        assert self.store is not None
+        entity = self.model[table]
+        return self.store.get_row(entity, {entity.primary_id: row_id})
+
+    # -- request handling -------------------------------------------------------------------------
+
+    def _caller_for(self, token: str) -> Caller | None:
+        assert self.identity is not None
+        info = self.identity.validate_access_token(token, resource=self.url)
+        if info is None:
+            return None
+        if info.user_object_id is None:
+            return Caller(info.client_id, self._app_user)
+        return Caller(
+            info.client_id,
+            self._user_map.get(info.user_object_id, self._app_user),
+            info.user_object_id,
+        )
+
+    def _challenge(self) -> Response:
+        err = ODataError(401, "", "")
+        challenge = (
+            f"Bearer authorization_uri={self.url}/{self.tenant_id}/oauth2/authorize, "
+            f"resource_id={self.url}/"
+        )
+        return Response(401, b"", [("WWW-Authenticate", challenge), *err.headers])
+
+    def dispatch(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[Response, Fault | None, int | None]:
+        """Answer one HTTP request. Returns (response, injected fault, batch operation count)."""
+        assert self.identity is not None and self.service is not None
+        parts = urlsplit(target)
+        path, raw_query = parts.path, parts.query
+        if path.startswith("/api/data/"):
+            fault = self.faults.next_fault(method, path)
+            if fault is not None and fault.kind == "status":
+                return fault.error().to_response(), fault, None
+            auth = headers.get("authorization", "")
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            caller = self._caller_for(token) if token else None
+            if caller is None:
+                return self._challenge(), fault, None
+            key = caller.client_id + "/" + (caller.user_object_id or "app")
+            start = time.perf_counter()
+            try:
+                self.protection.enter(key)
+            except ODataError as err:
+                return err.to_response(), fault, None
+            try:
+                req = Request(
+                    method=method,
+                    raw_path=path,
+                    raw_query=raw_query,
+                    headers=headers,
+                    body=body,
+                    caller=caller,
+                    base_url=self.url,
+                )
+                res = self.service.handle(req)
+            finally:
+                self.protection.leave(key, time.perf_counter() - start)
+            remaining = self.protection.remaining(key)
+            if remaining is not None:
+                res.headers.append(("x-ms-ratelimit-burst-remaining-xrm-requests", str(remaining)))
+            ops = body.count(b"Content-Type: application/http") if path.endswith("$batch") else None
+            return res, fault, ops
+        query = parse_qs(raw_query, keep_blank_values=True)
+        form: dict[str, list[str]] = {}
+        ctype = headers.get("content-type", "")
+        if method == "POST" and ctype.startswith("application/x-www-form-urlencoded"):
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        res_id = self.identity.handle(method, path, query, form, headers)
+        if res_id is not None:
+            return res_id, None, None
+        return ODataError(404, "", f"No resource at '{path}'.").to_response(), None, None
+
+    def _record(self, entry: LogEntry) -> None:
+        with self._log_lock:
+            self.log.append(entry)
+            if len(self.log) > self.options.log_limit:
+                del self.log[: len(self.log) - self.options.log_limit]
+
+
+def _hosts_for(host: str) -> tuple[str, ...]:
+    hosts = ["127.0.0.1", "localhost"]
+    if host not in hosts and host not in ("0.0.0.0", "::"):  # noqa: S104 - names, not binds
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind is reached via loopback
+        return "127.0.0.1"
+    return host
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        addr: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        ctx: ssl.SSLContext,
+        emulator: Emulator,
+    ) -> None:
+        self.ssl_context = ctx
+        self.emulator = emulator
+        super().__init__(addr, handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        # The TLS handshake runs in the worker thread, so one slow client cannot stall accept().
+        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return tls, addr
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            request.settimeout(30)
+            request.do_handshake()
+        except (OSError, ssl.SSLError):
+            with contextlib.suppress(OSError):
+                request.close()
+            return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that drop connections are routine here (faults, killed taps); stay quiet.
+        return
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    timeout = 120
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def do_HEAD(self) -> None:
+        self._serve()
+
+    def _read_body(self) -> bytes:
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            chunks = []
+            total = 0
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                total += size
+                if total > MAX_BODY:
+                    raise ValueError("body too large")
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(3)
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise ValueError("body too large")
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self) -> None:
+        emu = self.server.emulator
+        start = time.perf_counter()
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.send_error(413)
+            return
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            res, fault, ops = emu.dispatch(self.command, self.path, headers, body)
+        except Exception as exc:  # noqa: BLE001 - a bug must answer 500, not hang the client
+            res = ODataError(
+                500, "0x80040216", f"An unexpected error occurred: {type(exc).__name__}"
+            ).to_response()
+            fault, ops = None, None
+        if fault is not None and fault.kind == "slow":
+            time.sleep(fault.delay)
+        status = res.status
+        if fault is not None and fault.kind == "reset":
+            self._reset()
+            status = 0
+        else:
+            self._write(res, truncate=fault is not None and fault.kind == "truncate")
+            if fault is not None and fault.kind == "truncate":
+                status = -res.status
+        logged = {k: v for k, v in headers.items() if k != "authorization"}
+        path, _, query = self.path.partition("?")
+        emu._record(
+            LogEntry(
+                time=time.time(),
+                method=self.command,
+                path=path,
+                query=query,
+                headers=logged,
+                status=status,
+                duration=time.perf_counter() - start,
+                request_bytes=len(body),
+                response_bytes=len(res.body),
+                fault=fault.kind if fault is not None else None,
+                batch_operations=ops,
+            )
+        )
+
+    def _write(self, res: Response, *, truncate: bool) -> None:
+        self.send_response(res.status)
+        names = {k.lower() for k, _ in res.headers}
+        for k, v in res.headers:
+            self.send_header(k, v)
+        if "content-type" not in names and res.body:
+            self.send_header("Content-Type", "application/json")
+        request_id = str(uuid.uuid4())
+        self.send_header("x-ms-service-request-id", request_id)
+        self.send_header("REQ_ID", request_id)
+        self.send_header("Content-Length", str(len(res.body)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if truncate:
+            # Half the announced body, then a clean close: the client reads a short body.
+            self.wfile.write(res.body[: len(res.body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(res.body)
+
+    def _reset(self) -> None:
+        """Drop the connection abruptly (RST), as a broken network or proxy would."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+        with contextlib.suppress(OSError):
+            raw = self.connection
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()
+
+
+def run_forever(emulator: Emulator, on_ready: Callable[[Emulator], None] | None = None) -> None:
+    """Start, call ``on_ready``, and serve until interrupted."""
+    emulator.start()
+    try:
+        if on_ready is not None:
+            on_ready(emulator)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
