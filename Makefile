@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy dynamics_api dynamics_emulator tap_dynamics target_dynamics tests bench
+	$(BIN)/mypy dynamics_api dynamics_emulator tap_dynamics target_dynamics tests bench scripts
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not long"

@@ -123,7 +123,8 @@ class Emulator:
         self.model = self._load_model()
         self.store = Store(self.model, opts.store_path)
         self._seed()
-        self.service = DataService(self.model, self.store, opts.settings)
+        csdl = Path(opts.csdl_path).read_bytes() if opts.csdl_path is not None else None
+        self.service = DataService(self.model, self.store, opts.settings, csdl=csdl)
         server = _Server((opts.host, opts.port), _Handler, server_context(self.tls), self)
         self._server = server
         self.port = server.server_address[1]

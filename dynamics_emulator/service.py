@@ -156,12 +156,16 @@ class DataService:
         settings: ServiceSettings | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        csdl: bytes | None = None,
     ) -> None:
         self.model = model
         self.store = store
         self.settings = settings or ServiceSettings()
         self.clock = clock
         self._csdl: dict[bool, bytes] = {}
+        if csdl is not None:
+            # A given document (a real org's $metadata) is served as it is, annotated or not.
+            self._csdl = {True: csdl, False: csdl}
         self._expired_delta_before = 0  # delta tokens with a version below this are expired
         self._currency_cache: dict[str, str] = {}
 

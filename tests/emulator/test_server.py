@@ -327,3 +327,66 @@ def test_request_log_keeps_no_authorization(api: WebApi) -> None:
     assert "authorization" not in entries[-1].headers
     assert entries[-1].headers["prefer"] == "odata.maxpagesize=1"
     assert entries[-1].query == "$top=1"
+
+
+def test_serves_a_real_csdl_with_rows_that_fit() -> None:
+    from tests.fixtures import CRM_SCHEMA
+
+    with Emulator(csdl_path=CRM_SCHEMA) as emu, WebApi(emu) as client:
+        meta = client.get("$metadata")
+        assert meta.content == CRM_SCHEMA.read_bytes()
+        assert len(emu.counts) > 150  # every concrete table of the real org has rows
+        rows = client.get_all("accounts?$select=name,_parentaccountid_value,createdon")
+        assert len(rows) == emu.counts["account"] > 0
+        custom = client.get_all("he_employees")
+        assert len(custom) == emu.counts["he_employee"]
+        props = emu.model["he_employee"].by_property()
+        assert set(props) <= set(custom[0])
+
+
+def test_msal_authorization_code_flow_against_the_running_emulator(
+    fresh_emulator: Emulator,
+) -> None:
+    """The delegated flow end to end on the real server: authorize, redeem with PKCE, call the API
+    as the user, refresh with a rotated refresh token after the access token expires."""
+    import msal
+
+    from tests.emulator.test_identity import _HiddenInputs
+    from tests.webapi import PinnedSession
+
+    emu = fresh_emulator
+    http = PinnedSession(emu.ca_bundle)
+    app = msal.PublicClientApplication(
+        emu.public_client_id, authority=emu.authority, instance_discovery=False, http_client=http
+    )
+    flow = app.initiate_auth_code_flow(
+        [f"{emu.url}/user_impersonation"],
+        redirect_uri="http://localhost:8400",
+        response_mode="form_post",
+    )
+    page = http.get(flow["auth_uri"], allow_redirects=False, timeout=10)
+    assert page.status_code == 200
+    form = _HiddenInputs()
+    form.feed(page.text)
+    result = app.acquire_token_by_auth_code_flow(flow, form.fields)
+    assert "access_token" in result, result.get("error_description")
+    assert "refresh_token" in result
+    me = http.get(
+        f"{emu.url}/api/data/v9.2/WhoAmI",
+        headers={"Authorization": f"Bearer {result['access_token']}"},
+        timeout=10,
+    ).json()
+    users = emu.row_ids("systemuser", 50)
+    assert me["UserId"] in users
+    assert me["UserId"] != users[0]  # a signed-in user, not the application user
+    emu.expire_access_tokens()
+    (account,) = app.get_accounts()
+    refreshed = app.acquire_token_silent(
+        [f"{emu.url}/user_impersonation"], account=account, force_refresh=True
+    )
+    assert refreshed is not None and "access_token" in refreshed
+    assert refreshed["refresh_token"] != result["refresh_token"]  # rotated
+    stale = app.acquire_token_by_refresh_token(
+        result["refresh_token"], scopes=[f"{emu.url}/user_impersonation"]
+    )
+    assert stale.get("error") == "invalid_grant"
