@@ -59,8 +59,110 @@ def stop_emulator(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+INCIDENT_STATUS = {  # Dataverse's standard case status reasons
+    1: "In Progress",
+    2: "On Hold",
+    3: "Waiting for Details",
+    4: "Researching",
+    5: "Problem Solved",
+    1000: "Information Provided",
+    6: "Cancelled",
+    2000: "Merged",
+}
+PRIORITY = {1: "High", 2: "Normal", 3: "Low"}
+JSONL = OUT / "jsonl"
+
+
+def meltano(args: list[str], env: dict[str, str]) -> None:
+    cmd = [str(Path(sys.executable).parent / "meltano"), *args]
+    print(f"\n$ meltano {' '.join(args)}", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+        raise SystemExit(f"meltano {args[0]} failed (exit {proc.returncode}):\n{tail}")
+
+
+def read_jsonl(name: str) -> list[dict[str, Any]]:
+    path = JSONL / f"{name}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summary(cases: list[dict[str, Any]]) -> None:
+    from datetime import datetime
+    from statistics import median
+
+    def ts(value: str) -> datetime:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+    print(f"\nService performance analytics over {len(cases)} cases")
+    print("  cases by status and priority:")
+    counts: dict[tuple[str, str], int] = {}
+    for c in cases:
+        key = (
+            INCIDENT_STATUS.get(c["statuscode"], str(c["statuscode"])),
+            PRIORITY.get(c["prioritycode"], str(c["prioritycode"])),
+        )
+        counts[key] = counts.get(key, 0) + 1
+    statuses = sorted(
+        {k[0] for k in counts}, key=lambda s: -sum(v for k, v in counts.items() if k[0] == s)
+    )
+    print(f"    {'status':<22}" + "".join(f"{p:>8}" for p in PRIORITY.values()))
+    for st in statuses:
+        print(f"    {st:<22}" + "".join(f"{counts.get((st, p), 0):>8}" for p in PRIORITY.values()))
+    resolved = [c for c in cases if c.get("statecode") == 1]
+    # Resolution time: creation to the last change of a resolved case (the resolution itself).
+    hours = [(ts(c["modifiedon"]) - ts(c["createdon"])).total_seconds() / 3600 for c in resolved]
+    if hours:
+        print(
+            f"  resolved cases: {len(resolved)}; "
+            f"median resolution time {median(hours) / 24:.1f} days"
+        )
+
+
 def main_job(info: dict[str, Any], secret: str) -> int:
-    """Until the tap lands: show the emulator serving Customer Service data to a real client."""
+    """meltano run tap-dynamics target-jsonl, twice: a full extract, then an incremental one."""
+    env = {
+        **os.environ,
+        "REQUESTS_CA_BUNDLE": info["ca_bundle"],
+        "TAP_DYNAMICS_ENVIRONMENT_URL": info["environment_url"],
+        "TAP_DYNAMICS_AUTHORITY_HOST": info["authority_host"],
+        "TAP_DYNAMICS_TENANT_ID": info["tenant_id"],
+        "TAP_DYNAMICS_CLIENT_ID": info["client_id"],
+        "TAP_DYNAMICS_CLIENT_SECRET": secret,
+        "TAP_DYNAMICS_METADATA_CACHE_DIR": str(WORK / "metadata-cache"),
+    }
+    if JSONL.exists():
+        for f in JSONL.glob("*.jsonl"):
+            f.unlink()
+    meltano(["install"], env)
+    meltano(["run", "--full-refresh", "tap-dynamics", "target-jsonl"], env)
+    cases = read_jsonl("incident")
+    landed = {
+        name: len(read_jsonl(name))
+        for name in ("account", "contact", "incident", "systemuser", "team")
+    }
+    print("rows landed: " + ", ".join(f"{k} {v}" for k, v in landed.items()))
+    summary(cases)
+    if landed["incident"] != info["rows"]["incident"]:
+        raise SystemExit(f"expected {info['rows']['incident']} cases, {landed['incident']} landed")
+
+    # Change three cases in the organisation, then run again: only they come back.
+    changed = touch_cases(info, secret, 3)
+    before = len(cases)
+    meltano(["run", "tap-dynamics", "target-jsonl"], env)
+    after = read_jsonl("incident")[before:]
+    ids = {c["incidentid"] for c in after}
+    print(
+        f"\nIncremental run: {len(after)} case rows "
+        f"(changed: {len(changed)}, all present: {changed <= ids})"
+    )
+    print(f"\nOutput: {JSONL}/*.jsonl")
+    return 0 if changed <= ids else 1
+
+
+def touch_cases(info: dict[str, Any], secret: str, n: int) -> set[str]:
     import msal
     import requests
 
@@ -78,39 +180,16 @@ def main_job(info: dict[str, Any], secret: str) -> int:
         http_client=http,
     )
     token = app.acquire_token_for_client(scopes=[f"{info['environment_url']}/.default"])
-    http.headers.update(
-        {
-            "Authorization": f"Bearer {token['access_token']}",
-            "Prefer": 'odata.maxpagesize=500,odata.include-annotations="*"',
-        }
-    )
-    url: str | None = (
-        f"{info['environment_url']}/api/data/v9.2/incidents"
-        "?$select=title,statuscode,prioritycode,createdon,resolvedon"
-    )
-    OUT.mkdir(parents=True, exist_ok=True)
-    cases = []
-    pages = 0
-    while url:
-        body = http.get(url, timeout=60).json()
-        cases.extend(body["value"])
-        pages += 1
-        url = body.get("@odata.nextLink")
-    out = OUT / "incidents.jsonl"
-    with out.open("w") as f:
-        for c in cases:
-            f.write(json.dumps(c) + "\n")
-    fv = "@OData.Community.Display.V1.FormattedValue"
-    by_status: dict[str, int] = {}
-    for c in cases:
-        key = c.get(f"statuscode{fv}", str(c["statuscode"]))
-        by_status[key] = by_status.get(key, 0) + 1
-    print(f"\nRead {len(cases)} cases in {pages} pages.")
-    print("Cases by status:")
-    for k, v in sorted(by_status.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:<24} {v:>5}")
-    print(f"\nOutput: {out}")
-    return 0
+    http.headers["Authorization"] = f"Bearer {token['access_token']}"
+    api = f"{info['environment_url']}/api/data/v9.2"
+    rows = http.get(f"{api}/incidents?$select=title&$top={n}", timeout=30).json()["value"]
+    for r in rows:
+        http.patch(
+            f"{api}/incidents({r['incidentid']})",
+            json={"title": r["title"] + " (escalated)"},
+            timeout=30,
+        ).raise_for_status()
+    return {r["incidentid"] for r in rows}
 
 
 def main() -> int:

@@ -1,0 +1,782 @@
+"""The Dataverse Web API client: OData headers, per-attempt auth, Retry-After-aware retries.
+
+One :class:`DataverseClient` is shared by all the threads of a tap or target. It owns one
+:class:`~dynamics_api.session_base.VerifiedSession` (TLS always verified, against
+``REQUESTS_CA_BUNDLE`` when set) whose connection pool holds ``max_connections`` connections, and
+applies one retry policy to every request:
+
+- 429 waits exactly the ``Retry-After`` the service gave (seconds or an HTTP date, no jitter), or
+  backs off exponentially with a little jitter when there is none;
+- 500, 502, 503, 504, refused or reset connections, read timeouts and cut-off bodies back off
+  exponentially (``backoff_base * 2**n``, at most ``backoff_max``), up to ``max_retries`` times;
+- 401 forces a token refresh and retries once;
+- any other error fails at once with an :class:`~dynamics_api.errors.ApiError` that says what to do.
+
+Nothing here logs or raises with a header, a token or a query string value.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.cookiejar
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+import requests
+import requests.adapters
+import requests.exceptions as rex
+import urllib3.exceptions
+
+from .cloud import normalize_environment_url
+from .errors import ApiError, ConfigError, error_hint, parse_error_body, request_id_of
+from .session_base import VerifiedSession
+
+__all__ = [
+    "RETRYABLE_STATUS",
+    "ClientStats",
+    "DataverseClient",
+    "TokenSource",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Methods whose repetition cannot change the outcome: re-sent even when a failure may have
+# happened after the service received them (a reset, a read timeout, a cut-off body).
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,  # refused, reset, DNS, TLS (SSLError), read timeouts while streaming
+    rex.Timeout,  # connect and read timeouts
+    rex.ChunkedEncodingError,  # a body cut off before its announced length
+    urllib3.exceptions.HTTPError,  # IncompleteRead/ProtocolError that requests did not wrap
+    http.client.HTTPException,
+    ConnectionError,
+)
+_RETRY_AFTER_SECONDS_RE = re.compile(r"^\d{1,15}(?:\.\d{1,6})?$")
+_API_PATH_RE = re.compile(r"/api/data/v[0-9.]+/([^/(?]+)(\()?")
+_LOG_PATH_MAX = 200
+_REASON_MAX = 200
+
+
+def _default_user_agent() -> str:
+    try:
+        return f"tap-dynamics/{dist_version('tap-dynamics')}"
+    except PackageNotFoundError:
+        return "tap-dynamics/0"
+
+
+DEFAULT_USER_AGENT = _default_user_agent()
+
+
+class TokenSource(Protocol):
+    """Anything that hands out Dataverse access tokens (``dynamics_api.auth.TokenProvider``)."""
+
+    def token(self, force_refresh: bool = False) -> str:
+        """A valid access token; a new one from the identity service when ``force_refresh``."""
+        ...
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header value.
+
+    Args:
+        value: the header: whole (or decimal) seconds, or an HTTP date.
+        now: the current time, for HTTP dates (default: the clock, UTC).
+
+    Returns:
+        The seconds to wait (0 for a date in the past), or None when the header is absent, empty,
+        negative or not understood (the caller then backs off on its own).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if _RETRY_AFTER_SECONDS_RE.match(text):
+        return float(text)
+    if text[0] in "+-" or text[0].isdigit():
+        return None  # negative, signed, exponent or otherwise malformed seconds
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # asctime form, or "-0000": HTTP dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    current = now or datetime.now(UTC)
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+@dataclass
+class ClientStats:
+    """Counters for benchmarks and run summaries; updated under a lock, read with :meth:`snapshot`.
+
+    Attributes:
+        requests: HTTP attempts sent (retries included).
+        retries: attempts that were repeated after a failure (401 refreshes not included).
+        throttled_waits: waits caused by a 429.
+        waited_seconds: total time slept before retries.
+        network_errors: attempts that got no complete response.
+        token_refreshes: tokens refreshed after a 401.
+        statuses: responses by HTTP status.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    throttled_waits: int = 0
+    waited_seconds: float = 0.0
+    network_errors: int = 0
+    token_refreshes: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **amounts: float) -> None:
+        """Add to counters by name (``stats.add(requests=1)``)."""
+        with self._lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+    def count_status(self, status: int) -> None:
+        """Count one response with this status."""
+        with self._lock:
+            self.statuses[status] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy of the counters as plain data."""
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "throttled_waits": self.throttled_waits,
+                "waited_seconds": self.waited_seconds,
+                "network_errors": self.network_errors,
+                "token_refreshes": self.token_refreshes,
+                "statuses": dict(self.statuses),
+            }
+
+
+class DataverseClient:
+    """A thread-safe Dataverse Web API client with one retry policy.
+
+    Args:
+        environment_url: ``https://<org>.crm.dynamics.com`` (any https URL, such as the emulator's).
+        token_source: gives access tokens; ``token(force_refresh=True)`` after a 401.
+        api_version: Web API version, ``9.2``.
+        timeout: (connect, read) seconds per attempt.
+        max_retries: retries of one request after throttling or transient failures.
+        backoff_base: first exponential wait, in seconds.
+        backoff_max: longest exponential wait.
+        max_retry_after: longest ``Retry-After`` honoured; a longer one fails the request.
+        jitter: at most this fraction is added to exponential waits (never to Retry-After).
+        sleep: how to wait (tests pass a recorder).
+        user_agent: the ``User-Agent`` header.
+        max_connections: connection pool size; also the most requests in flight at once.
+
+    Raises:
+        ConfigError: ``environment_url`` is not an https organisation URL (see
+            :func:`dynamics_api.cloud.normalize_environment_url`).
+    """
+
+    def __init__(
+        self,
+        environment_url: str,
+        token_source: TokenSource,
+        *,
+        api_version: str = "9.2",
+        timeout: tuple[float, float] = (10, 120),
+        max_retries: int = 6,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        max_retry_after: float = 300.0,
+        jitter: float = 0.1,
+        sleep: Callable[[float], None] = time.sleep,
+        user_agent: str = DEFAULT_USER_AGENT,
+        max_connections: int = 16,
+    ) -> None:
+        self.environment_url = normalize_environment_url(environment_url)
+        parts = urlsplit(self.environment_url)
+        if max_retries < 0 or max_connections < 1:
+            raise ValueError("max_retries must be >= 0 and max_connections >= 1.")
+        self.host = parts.netloc
+        self._origin = ((parts.hostname or "").lower(), parts.port or 443)
+        version = api_version.lstrip("vV")
+        self.base_url = f"{self.environment_url}/api/data/v{version}"
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.jitter = jitter
+        self.stats = ClientStats()
+        self._tokens = token_source
+        self._sleep = sleep
+        self._refresh_lock = threading.Lock()
+        self._last_rejected: str | None = None
+        self._last_refreshed: str | None = None
+        self._session = VerifiedSession()
+        # pool_block: threads wait for a free connection rather than open more than
+        # max_connections, which keeps a target under the service's concurrency limit.
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=max_connections, max_retries=0, pool_block=True
+        )
+        self._session.mount("https://", adapter)
+        # No cookies: the server-affinity cookie pins every request to one web server, and the
+        # service's limits are per server (Microsoft advises turning affinity off for throughput).
+        self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._session.headers.update(
+            {
+                "User-Agent": user_agent,
+                "Accept": "application/json",
+                "OData-MaxVersion": "4.0",
+                "OData-Version": "4.0",
+            }
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def __enter__(self) -> DataverseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url_or_path: str,
+        *,
+        params: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        entity: str | None = None,
+        stream: bool = False,
+        idempotent: bool | None = None,
+    ) -> requests.Response:
+        """Send one Web API request, retrying as the policy says, and return a successful response.
+
+        Args:
+            method: ``GET``, ``POST``, ``PATCH``...
+            url_or_path: a path below ``base_url`` (``accounts(<id>)``) or an absolute URL on the
+                environment's host (an ``@odata.nextLink``).
+            params: an already built query string (see :func:`dynamics_api.odata.build_query`).
+            headers: extra headers (``Prefer``, ``If-Match``...); they override the defaults,
+                except ``Authorization`` which is always the client's.
+            json: a body to send as JSON.
+            data: a raw body (``$batch``); give its ``Content-Type`` in ``headers``.
+            entity: the table concerned, for error messages.
+            stream: return before reading the body (the caller must close the response).
+            idempotent: whether the request may be re-sent after a failure that could have
+                happened after the service acted on it; default True for every method but POST.
+                A POST that is safe to repeat (a ``$batch`` of upserts) may pass True.
+
+        Returns:
+            The response (status < 400), its body already read unless ``stream``.
+
+        Raises:
+            ApiError: the service refused the request, or retries ran out.
+            ConfigError: an absolute URL on another host.
+            AuthError: from the token source.
+        """
+        method = method.upper()
+        if json is not None and data is not None:
+            raise ValueError("Pass either json or data, not both.")
+        url = self._resolve(url_or_path, params)
+        path = urlsplit(url).path
+        body = orjson.dumps(json) if json is not None else data
+        send_headers = self._headers_for(method, headers, has_json=json is not None)
+        resend_ok = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
+        retries = 0
+        refreshed = False
+        token: str | None = None
+        while True:
+            if token is None:
+                token = self._tokens.token()
+            attempt_headers = dict(send_headers)
+            attempt_headers["Authorization"] = f"Bearer {token}"
+            self.stats.add(requests=1)
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    headers=attempt_headers,
+                    data=body,
+                    timeout=self.timeout,
+                    stream=True,
+                )
+            except _NETWORK_ERRORS as exc:
+                retries = self._after_network_error(exc, method, path, entity, retries, resend_ok)
+                token = None
+                continue
+            status = response.status_code
+            self.stats.count_status(status)
+            if status < 400:
+                if stream:
+                    return response
+                try:
+                    _ = response.content  # read here, so a cut-off body is retried
+                except _NETWORK_ERRORS as exc:
+                    response.close()
+                    retries = self._after_network_error(
+                        exc, method, path, entity, retries, resend_ok
+                    )
+                    token = None
+                    continue
+                return response
+            error_body = _read_error_body(response)
+            if status == 401 and not refreshed:
+                refreshed = True
+                log.info("Dataverse refused the token (401) on %s %s: refreshing it", method, path)
+                token = self._refresh(token)
+                self.stats.add(token_refreshes=1)
+                continue
+            if status in RETRYABLE_STATUS:
+                retries = self._after_retryable_status(
+                    response, error_body, method, path, entity, retries
+                )
+                token = None
+                continue
+            raise self._api_error(response, error_body, method, path, entity)
+
+    def get_json(
+        self,
+        url_or_path: str,
+        *,
+        params: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        entity: str | None = None,
+    ) -> dict[str, Any]:
+        """GET a JSON object (a collection page, a row, the service document).
+
+        Args:
+            url_or_path: as for :meth:`request`.
+            params: an already built query string.
+            headers: extra headers (``Prefer: odata.maxpagesize=...``).
+            entity: the table concerned, for error messages.
+
+        Returns:
+            The parsed body (``{}`` for an empty body).
+
+        Raises:
+            ApiError: as for :meth:`request`, or the body is not a JSON object.
+        """
+        response = self.request("GET", url_or_path, params=params, headers=headers, entity=entity)
+        content = response.content
+        if not content:
+            return {}
+        try:
+            parsed = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ApiError(
+                status=response.status_code,
+                code="",
+                service_message="The response body is not a JSON object",
+                method="GET",
+                path=urlsplit(response.url).path,
+                entity=entity,
+                hint="Check that environment_url points at a Dataverse environment.",
+                request_id=request_id_of(response.headers),
+            )
+        return parsed
+
+    def iter_bytes(
+        self,
+        url: str,
+        chunk_size: int = 1 << 16,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[bytes]:
+        """Stream a (large) body, such as ``$metadata``, in chunks.
+
+        The request is retried like any other; a download cut off before its first chunk is
+        started again, one cut off later fails (the caller has already consumed part of it).
+
+        Args:
+            url: as for :meth:`request`.
+            chunk_size: bytes per read.
+            headers: extra headers (``Accept: application/xml`` for ``$metadata``).
+
+        Yields:
+            The body's bytes.
+
+        Raises:
+            ApiError: as for :meth:`request`, or the download was cut off.
+        """
+        attempts = 0
+        while True:
+            response = self.request("GET", url, headers=headers, stream=True)
+            path = urlsplit(response.url).path
+            started = False
+            try:
+                for chunk in response.iter_content(chunk_size):
+                    started = True
+                    yield chunk
+                return
+            except _NETWORK_ERRORS as exc:
+                if started or attempts >= self.max_retries:
+                    raise ApiError(
+                        status=0,
+                        code="",
+                        service_message=f"the download was cut off ({_describe(exc)})",
+                        method="GET",
+                        path=path,
+                        hint="Try again; if it keeps failing check the network or proxy.",
+                    ) from None
+                wait = self._backoff(attempts)
+                attempts += 1
+                log.warning(
+                    "Download of GET %s was cut off (%s): retry %d of %d in %.2f s",
+                    _log_path(path),
+                    _describe(exc),
+                    attempts,
+                    self.max_retries,
+                    wait,
+                )
+                self._wait(wait)
+                self.stats.add(retries=1)
+            finally:
+                response.close()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _resolve(self, url_or_path: str, params: str | None) -> str:
+        if "://" in url_or_path:
+            parts = urlsplit(url_or_path)
+            origin = ((parts.hostname or "").lower(), parts.port or 443)
+            if parts.scheme != "https" or origin != self._origin:
+                raise ConfigError(
+                    f"The service linked to {parts.scheme}://{parts.netloc}, which is not the "
+                    f"environment_url host {self.host}: set environment_url to the host the "
+                    "service uses, so no token is sent elsewhere."
+                )
+            url = url_or_path
+        else:
+            url = f"{self.base_url}/{url_or_path.lstrip('/')}"
+        if params:
+            url += ("&" if "?" in url else "?") + params.lstrip("?&")
+        return url
+
+    def _headers_for(
+        self, method: str, extra: Mapping[str, str] | None, *, has_json: bool
+    ) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if method == "GET":
+            # Microsoft's advice: defeats cached results of collection-valued navigation properties.
+            headers["If-None-Match"] = "null"
+        if has_json:
+            headers["Content-Type"] = "application/json"
+        for name, value in (extra or {}).items():
+            if name.lower() == "authorization":
+                continue
+            for existing in [k for k in headers if k.lower() == name.lower()]:
+                del headers[existing]
+            headers[name] = value
+        return headers
+
+    def _refresh(self, rejected: str | None) -> str:
+        """A new token after a 401; threads that were refused the same token share one refresh."""
+        with self._refresh_lock:
+            if rejected is not None and rejected == self._last_rejected and self._last_refreshed:
+                return self._last_refreshed  # another thread already replaced this token
+            fresh = self._tokens.token(force_refresh=True)
+            self._last_rejected, self._last_refreshed = rejected, fresh
+            return fresh
+
+    def _backoff(self, retry: int) -> float:
+        delay = min(self.backoff_max, self.backoff_base * (2.0 ** min(retry, 60)))
+        if self.jitter > 0:
+            delay = min(self.backoff_max, delay * (1.0 + random.uniform(0.0, self.jitter)))
+        return delay
+
+    def _wait(self, seconds: float) -> None:
+        self.stats.add(waited_seconds=seconds)
+        self._sleep(seconds)
+
+    def _after_retryable_status(
+        self,
+        response: requests.Response,
+        error_body: bytes,
+        method: str,
+        path: str,
+        entity: str | None,
+        retries: int,
+    ) -> int:
+        """Wait before the next attempt after a 429/5xx, or raise when the policy says stop."""
+        status = response.status_code
+        asked = parse_retry_after(response.headers.get("Retry-After"))
+        if asked is not None and asked > self.max_retry_after:
+            raise self._api_error(
+                response,
+                error_body,
+                method,
+                path,
+                entity,
+                hint=(
+                    f"Dataverse asked to wait {asked:.0f} s before retrying, more than "
+                    f"max_retry_after ({self.max_retry_after:.0f} s): run again later, or use "
+                    "fewer parallel requests."
+                ),
+            )
+        if retries >= self.max_retries:
+            raise self._api_error(
+                response,
+                error_body,
+                method,
+                path,
+                entity,
+                hint=(
+                    f"Gave up after {self.max_retries} retries: the service is throttling or "
+                    "failing; try again later."
+                ),
+            )
+        wait = asked if asked is not None else self._backoff(retries)
+        retries += 1
+        if status == 429:
+            self.stats.add(throttled_waits=1)
+        self.stats.add(retries=1)
+        source = "as Retry-After asks" if asked is not None else "backing off"
+        log.log(
+            logging.INFO if status == 429 else logging.WARNING,
+            "Dataverse answered %d on %s %s: retry %d of %d in %.2f s (%s)",
+            status,
+            method,
+            _log_path(path),
+            retries,
+            self.max_retries,
+            wait,
+            source,
+        )
+        self._wait(wait)
+        return retries
+
+    def _after_network_error(
+        self,
+        exc: BaseException,
+        method: str,
+        path: str,
+        entity: str | None,
+        retries: int,
+        resend_ok: bool,
+    ) -> int:
+        """Wait before the next attempt after a failed exchange, or raise."""
+        self.stats.add(network_errors=1)
+        self.stats.count_status(0)
+        reason = _describe(exc)
+        before_send = _is_connect_failure(exc)
+        if _is_certificate_failure(exc):
+            raise self._unreachable(method, path, entity, reason) from None
+        if not before_send and not resend_ok:
+            raise ApiError(
+                status=0,
+                code="",
+                service_message=reason,
+                method=method,
+                path=path,
+                entity=entity,
+                hint=(
+                    "The request may or may not have been applied; it was not sent again "
+                    "because repeating it could apply it twice."
+                ),
+            ) from None
+        if retries >= self.max_retries:
+            if before_send:
+                raise self._unreachable(method, path, entity, reason) from None
+            raise ApiError(
+                status=0,
+                code="",
+                service_message=reason,
+                method=method,
+                path=path,
+                entity=entity,
+                hint=(
+                    f"Gave up after {self.max_retries} retries: the connection to {self.host} "
+                    "keeps failing; check the network or proxy, or raise the timeout."
+                ),
+            ) from None
+        wait = self._backoff(retries)
+        retries += 1
+        self.stats.add(retries=1)
+        log.warning(
+            "%s on %s %s: retry %d of %d in %.2f s",
+            reason,
+            method,
+            _log_path(path),
+            retries,
+            self.max_retries,
+            wait,
+        )
+        self._wait(wait)
+        return retries
+
+    def _unreachable(self, method: str, path: str, entity: str | None, reason: str) -> ApiError:
+        return ApiError(
+            status=0,
+            code="",
+            service_message=reason,
+            method=method,
+            path=path,
+            entity=entity,
+            hint=(
+                f"Cannot reach {self.host}: check environment_url (and REQUESTS_CA_BUNDLE for a "
+                "private CA)."
+            ),
+        )
+
+    def _api_error(
+        self,
+        response: requests.Response,
+        error_body: bytes,
+        method: str,
+        path: str,
+        entity: str | None,
+        *,
+        hint: str | None = None,
+    ) -> ApiError:
+        status = response.status_code
+        code, message = parse_error_body(error_body)
+        if not message:
+            message = response.reason or http.client.responses.get(status, "")
+        match = _API_PATH_RE.search(path)
+        table = entity or (match.group(1) if match else None)
+        if hint is None:
+            if status == 401:
+                hint = (
+                    "The token was refused: check that the app has permission for "
+                    f"environment_url {self.environment_url} (does an application user exist for "
+                    "it in this environment?)."
+                )
+            else:
+                is_collection = (
+                    match is not None
+                    and match.group(2) is None
+                    and (path[match.end() :].strip("/") == "")
+                )
+                hint = error_hint(
+                    status, code, message, method=method, entity=table, is_collection=is_collection
+                )
+        return ApiError(
+            status=status,
+            code=code,
+            service_message=message,
+            method=method,
+            path=path,
+            entity=table,
+            hint=hint,
+            request_id=request_id_of(response.headers),
+        )
+
+
+def _read_error_body(response: requests.Response) -> bytes:
+    """The (small) body of an error response; empty when it cannot be read."""
+    try:
+        return response.content[:65536]
+    except _NETWORK_ERRORS:
+        return b""
+    finally:
+        response.close()
+
+
+def _log_path(path: str) -> str:
+    return path if len(path) <= _LOG_PATH_MAX else path[:_LOG_PATH_MAX] + "..."
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and every exception it wraps (args, reason, cause, context)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        if current.__cause__ is not None:
+            stack.append(current.__cause__)
+        if current.__context__ is not None:
+            stack.append(current.__context__)
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """Whether the request never reached the service (so re-sending it is always safe)."""
+    if isinstance(exc, rex.ConnectTimeout):
+        return True
+    return any(
+        isinstance(
+            e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+        )
+        for e in _chain(exc)
+    )
+
+
+def _is_certificate_failure(exc: BaseException) -> bool:
+    """Whether TLS verification failed (a configuration problem, not worth retrying)."""
+    if not isinstance(exc, rex.SSLError):
+        return False
+    text = " ".join(str(e) for e in _chain(exc)).lower()
+    return "certificate" in text or "hostname" in text
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a failed exchange, without URLs or query strings."""
+    if _is_certificate_failure(exc):
+        return "TLS certificate verification failed"
+    if isinstance(exc, rex.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, rex.ReadTimeout):
+        return "read timed out"
+    if isinstance(exc, rex.ChunkedEncodingError | http.client.IncompleteRead):
+        return "the response was cut off"
+    chain = list(_chain(exc))
+    for e in chain:
+        if isinstance(e, urllib3.exceptions.NameResolutionError):
+            return "host name not resolved"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, ConnectionResetError):
+            return "connection reset"
+        if isinstance(e, urllib3.exceptions.ReadTimeoutError):
+            return "read timed out"
+        if (
+            isinstance(e, urllib3.exceptions.IncompleteRead | urllib3.exceptions.ProtocolError)
+            and "incomplete" in str(e).lower()
+        ):
+            return "the response was cut off"
+    text = " ".join(str(e) for e in chain).lower()
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("reset", "connection reset"),
+        ("aborted", "connection aborted"),
+        ("remote end closed", "connection closed by the server"),
+        ("timed out", "timed out"),
+        ("ssl", "TLS error"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__[:_REASON_MAX]

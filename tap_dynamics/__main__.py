@@ -1,0 +1,3 @@
+from tap_dynamics.tap import main
+
+main()

@@ -1,0 +1,284 @@
+"""tap-dynamics: Microsoft Dynamics 365 / Dataverse tables as Singer streams."""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+from pathlib import Path
+
+from singer_sdk import Tap
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
+
+from dynamics_api.auth import TokenProvider
+from dynamics_api.cloud import normalize_environment_url
+from dynamics_api.errors import ConfigError, DynamicsError
+from dynamics_api.http import DataverseClient
+from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata, json_schema
+from tap_dynamics.client import DynamicsStream
+from tap_dynamics.streams import STANDARD_STREAMS
+from tap_dynamics.writer import FastWriter
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "tap-dynamics"
+
+# Settings shared with target-dynamics (the names are the contract in ARCHITECTURE.md).
+CONNECTION_SETTINGS = th.PropertiesList(
+    th.Property(
+        "environment_url",
+        th.StringType,
+        required=True,
+        title="Environment URL",
+        description="The Dataverse environment, e.g. https://contoso.crm.dynamics.com.",
+    ),
+    th.Property(
+        "client_id",
+        th.StringType,
+        required=True,
+        title="Client ID",
+        description="The Entra ID application (client) id.",
+    ),
+    th.Property(
+        "client_secret",
+        th.StringType,
+        secret=True,
+        title="Client secret",
+        description="The app's secret (client-credentials flow; also for a confidential app's "
+        "refresh-token flow).",
+    ),
+    th.Property(
+        "refresh_token",
+        th.StringType,
+        secret=True,
+        title="Refresh token",
+        description="When set, the delegated flow (a signed-in user) is used; get one with "
+        "`tap-dynamics login`.",
+    ),
+    th.Property(
+        "tenant_id",
+        th.StringType,
+        title="Tenant ID",
+        description="Directory id or domain; required for client credentials, default "
+        "`organizations` for the delegated flow.",
+    ),
+    th.Property(
+        "authority_host",
+        th.StringType,
+        title="Authority host",
+        description="Entra ID login host; derived from the environment's cloud (public, GCC, "
+        "GCC High, DoD, China) when not set.",
+    ),
+    th.Property(
+        "client_certificate_path",
+        th.StringType,
+        title="Client certificate",
+        description="PEM file with the app's certificate and private key (instead of a secret).",
+    ),
+    th.Property(
+        "client_certificate_thumbprint",
+        th.StringType,
+        title="Certificate thumbprint",
+        description="SHA-1 thumbprint of the certificate; computed from the file when not set.",
+    ),
+    th.Property(
+        "token_cache_path",
+        th.StringType,
+        title="Token cache",
+        description="File where the token cache (including rotated refresh tokens) persists "
+        "between runs, with permissions 0600.",
+    ),
+    th.Property(
+        "api_version",
+        th.StringType,
+        default="9.2",
+        title="Web API version",
+        description="Dataverse Web API version.",
+    ),
+    th.Property(
+        "request_timeout",
+        th.NumberType,
+        default=120,
+        title="Request timeout",
+        description="Seconds to wait for a response before retrying.",
+    ),
+    th.Property(
+        "max_retries",
+        th.IntegerType,
+        default=6,
+        title="Max retries",
+        description="Retries of one request after throttling (429) or transient failures.",
+    ),
+)
+
+
+class TapDynamics(Tap):
+    """Extracts Dynamics 365 Customer Service tables from the Dataverse Web API."""
+
+    name = "tap-dynamics"
+    package_name = "tap-dynamics"
+    message_writer_class = FastWriter
+
+    config_jsonschema = th.PropertiesList(
+        *CONNECTION_SETTINGS,
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            title="Start date",
+            description="Earliest `modifiedon` to extract on the first run.",
+        ),
+        th.Property(
+            "streams",
+            th.ArrayType(th.StringType),
+            title="Standard streams",
+            description="Which standard tables to offer (default: all of account, contact, "
+            "incident, activitypointer, email, phonecall, task, opportunity, lead, systemuser, "
+            "team). Selection is still done with the catalog.",
+        ),
+        th.Property(
+            "custom_entities",
+            th.ArrayType(th.StringType),
+            default=[],
+            title="Custom tables",
+            description="Logical names of extra tables to extract, e.g. `new_project`.",
+        ),
+        th.Property(
+            "page_size",
+            th.IntegerType(minimum=1, maximum=5000),
+            default=5000,
+            title="Page size",
+            description="Rows per page (`Prefer: odata.maxpagesize`), at most 5000.",
+        ),
+        th.Property(
+            "metadata_cache_dir",
+            th.StringType,
+            title="Metadata cache directory",
+            description="Where the parsed `$metadata` is cached (default ~/.cache/tap-dynamics).",
+        ),
+        th.Property(
+            "metadata_cache_ttl",
+            th.NumberType,
+            default=86400,
+            title="Metadata cache lifetime",
+            description="Seconds a cached `$metadata` stays valid; 0 disables the cache.",
+        ),
+    ).to_dict()
+
+    _client: DataverseClient | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> DataverseClient:
+        if self._client is None:
+            cfg = self.config
+            url = normalize_environment_url(cfg["environment_url"])
+            tokens = TokenProvider.from_config({**cfg, "environment_url": url})
+            timeout = float(cfg.get("request_timeout") or 120)
+            self._client = DataverseClient(
+                url,
+                tokens,
+                api_version=str(cfg.get("api_version") or "9.2"),
+                timeout=(min(10.0, timeout), timeout),
+                max_retries=int(cfg.get("max_retries", 6)),
+            )
+        return self._client
+
+    def stream_names(self) -> list[str]:
+        standard = self.config.get("streams") or list(STANDARD_STREAMS)
+        unknown = [s for s in standard if s not in STANDARD_STREAMS]
+        if unknown:
+            raise ConfigError(
+                f"streams lists {', '.join(repr(u) for u in unknown)}, which are not standard "
+                f"tables ({', '.join(STANDARD_STREAMS)}); put other tables in custom_entities."
+            )
+        custom = [c.strip().lower() for c in self.config.get("custom_entities") or []]
+        return list(dict.fromkeys([*standard, *custom]))
+
+    def load_metadata(self, wanted: list[str]) -> EntityModel:
+        cfg = self.config
+        ttl = float(cfg.get("metadata_cache_ttl", 86400))
+        cache = None
+        if ttl > 0:
+            cache = MetadataCache(Path(cfg.get("metadata_cache_dir") or DEFAULT_CACHE_DIR), ttl)
+        client = self.client
+
+        def open_stream(url: str) -> t.Iterator[bytes]:
+            return client.iter_bytes(url, headers={"Accept": "application/xml"})
+
+        return fetch_metadata(open_stream, client.environment_url, wanted, cache)
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    def discover_streams(self) -> list[DynamicsStream]:
+        if self.input_catalog is not None:
+            return self._streams_from_catalog()
+        names = self.stream_names()
+        model = self.load_metadata(names)
+        streams: list[DynamicsStream] = []
+        missing = []
+        for name in names:
+            entity = model.entities.get(name)
+            if entity is None or not entity.entity_set:
+                missing.append(name)
+                continue
+            cls = STANDARD_STREAMS.get(name, DynamicsStream)
+            streams.append(
+                cls(
+                    self,
+                    schema=json_schema(entity),
+                    client=None,
+                    name=name,
+                    entity_set=entity.entity_set,
+                    # systemuser/team are keyed on the shared principal `ownerid` in the CSDL;
+                    # their own id column is the stable key of the table.
+                    primary_keys=[entity.primary_id] if entity.primary_id else entity.key,
+                )
+            )
+        if missing:
+            raise ConfigError(
+                f"The environment has no table named {', '.join(repr(m) for m in missing)}: "
+                "check the logical names in custom_entities (e.g. new_project, not "
+                "new_projects)."
+            )
+        return streams
+
+    def _streams_from_catalog(self) -> list[DynamicsStream]:
+        """Streams from the given catalog alone: no $metadata request."""
+        assert self.input_catalog is not None
+        streams: list[DynamicsStream] = []
+        for entry in self.input_catalog.values():
+            name = entry.tap_stream_id
+            cls = STANDARD_STREAMS.get(name, DynamicsStream)
+            entity_set = entry.table or cls.entity_set or None
+            if entity_set is None:
+                raise ConfigError(
+                    f"The catalog entry '{name}' has no 'table' (its entity set); run "
+                    "`tap-dynamics --discover` again to refresh the catalog."
+                )
+            streams.append(
+                cls(
+                    self,
+                    schema=entry.schema.to_dict(),
+                    client=None,
+                    name=name,
+                    entity_set=entity_set,
+                    primary_keys=entry.key_properties or None,
+                )
+            )
+        return streams
+
+
+def main() -> None:
+    """Console entry point: user-facing errors as one sentence, no traceback."""
+    try:
+        TapDynamics.cli()
+    except DynamicsError as err:
+        print(f"tap-dynamics: {err}", file=sys.stderr)
+        sys.exit(1)
+    except ConfigValidationError as err:
+        details = "; ".join(err.errors) if getattr(err, "errors", None) else str(err)
+        print(f"tap-dynamics: the configuration is not valid: {details}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
