@@ -1,0 +1,588 @@
+"""Per-stream write plans compiled once from ``$metadata``: validation and payload building.
+
+A :class:`StreamPlan` knows the table, how a record addresses its row (primary id or a declared
+alternate key), the mode's headers, a converter per writable column and how each lookup is bound.
+:meth:`StreamPlan.operation` turns one record into one ``PATCH`` operation or an
+:class:`InvalidRecord` reason, without any I/O; it is the target's only per-record validation (the
+SDK's JSON Schema validation is off: it is slower and cannot know what the table accepts).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from dynamics_api.batch import BatchOperation
+from dynamics_api.errors import ConfigError
+from dynamics_api.metadata import EntityModel, EntityType, Lookup, Property
+from dynamics_api.odata import is_guid, key_segment, literal
+
+__all__ = [
+    "InvalidRecord",
+    "LookupTarget",
+    "StreamOptions",
+    "StreamPlan",
+    "build_plan",
+    "parse_stream_options",
+]
+
+MODES = ("upsert", "update", "create")
+LOOKUP_LOGICAL_NAME = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+_MODE_HEADERS: dict[str, dict[str, str]] = {
+    "upsert": {},
+    "update": {"If-Match": "*"},
+    "create": {"If-None-Match": "*"},
+}
+_INT_RANGES = {
+    "Edm.Byte": (0, 255),
+    "Edm.SByte": (-128, 127),
+    "Edm.Int16": (-(2**15), 2**15 - 1),
+    "Edm.Int32": (-(2**31), 2**31 - 1),
+    "Edm.Int64": (-(2**63), 2**63 - 1),
+}
+_UTC_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,7})?Z$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+class InvalidRecord(Exception):  # noqa: N818 - a reason, not an error of the program
+    """A record that must not reach the service; ``str()`` is the reason."""
+
+
+@dataclass(frozen=True)
+class LookupTarget:
+    """Where a lookup field points: a table, and optionally the alternate key to bind by."""
+
+    table: str
+    key: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """``stream_options.<stream>`` as configured."""
+
+    entity: str | None = None
+    key: tuple[str, ...] | None = None  # None: the primary id
+    mode: str = "upsert"
+    lookups: Mapping[str, LookupTarget] = field(default_factory=dict)
+
+
+def parse_stream_options(raw: Mapping[str, Any]) -> dict[str, StreamOptions]:
+    """Check and convert the ``stream_options`` setting.
+
+    Raises:
+        ConfigError: a malformed entry (the JSON Schema of the setting is checked too; this
+            catches what it cannot say in one sentence).
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError("The setting stream_options must be an object keyed by stream name.")
+    out: dict[str, StreamOptions] = {}
+    allowed = {"entity", "key", "mode", "lookups"}
+    for stream, opts in raw.items():
+        where = f"stream_options.{stream}"
+        if not isinstance(opts, Mapping):
+            raise ConfigError(f"The setting {where} must be an object.")
+        extra = sorted(set(opts) - allowed)
+        if extra:
+            raise ConfigError(
+                f"The setting {where} has unknown option(s) {', '.join(extra)}; use entity, "
+                "key, mode and lookups."
+            )
+        entity = opts.get("entity")
+        if entity is not None and (not isinstance(entity, str) or not entity.strip()):
+            raise ConfigError(f"The setting {where}.entity must be a table logical name.")
+        key_raw = opts.get("key", "primary")
+        key: tuple[str, ...] | None
+        if key_raw == "primary":
+            key = None
+        elif (
+            isinstance(key_raw, list) and key_raw and all(isinstance(k, str) and k for k in key_raw)
+        ):
+            key = tuple(key_raw)
+        else:
+            raise ConfigError(
+                f'The setting {where}.key must be "primary" or a list of the columns of a '
+                "declared alternate key."
+            )
+        mode = opts.get("mode", "upsert")
+        if mode not in MODES:
+            raise ConfigError(f"The setting {where}.mode must be one of upsert, update, create.")
+        lookups: dict[str, LookupTarget] = {}
+        raw_lookups = opts.get("lookups") or {}
+        if not isinstance(raw_lookups, Mapping):
+            raise ConfigError(f"The setting {where}.lookups must be an object.")
+        for fld, target in raw_lookups.items():
+            if isinstance(target, str) and target:
+                lookups[fld] = LookupTarget(target.strip().lower())
+            elif isinstance(target, Mapping) and isinstance(target.get("table"), str):
+                tkey = target.get("key")
+                if tkey is not None and not (
+                    isinstance(tkey, list) and tkey and all(isinstance(k, str) for k in tkey)
+                ):
+                    raise ConfigError(
+                        f"The setting {where}.lookups.{fld}.key must be a list of columns."
+                    )
+                lookups[fld] = LookupTarget(
+                    target["table"].strip().lower(), tuple(tkey) if tkey else None
+                )
+            else:
+                raise ConfigError(
+                    f"The setting {where}.lookups.{fld} must be a table name or {{table, key}}."
+                )
+        out[stream] = StreamOptions(entity.strip().lower() if entity else None, key, mode, lookups)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Value converters (one per column, chosen once)
+# --------------------------------------------------------------------------------------------
+
+Converter = Callable[[Any], Any]
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__ if v is not None else "null"
+
+
+def _string(prop: Property) -> Converter:
+    limit = prop.max_length
+
+    def conv(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise InvalidRecord(f"column '{prop.name}' expects a string, not {_type_name(v)}")
+        if limit is not None and len(v) > limit:
+            raise InvalidRecord(f"column '{prop.name}' is longer than {limit} characters")
+        return v
+
+    return conv
+
+
+def _integer(prop: Property) -> Converter:
+    low, high = _INT_RANGES.get(prop.edm_type, _INT_RANGES["Edm.Int64"])
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, Decimal) and v.is_finite() and v == v.to_integral_value():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InvalidRecord(
+                f"column '{prop.name}' expects a whole number ({prop.edm_type}), not "
+                f"{_type_name(v)}"
+            )
+        if not low <= v <= high:
+            raise InvalidRecord(f"column '{prop.name}' is out of range for {prop.edm_type}")
+        return v
+
+    return conv
+
+
+def _number(prop: Property) -> Converter:
+    def conv(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float | Decimal):
+            raise InvalidRecord(
+                f"column '{prop.name}' expects a number ({prop.edm_type}), not {_type_name(v)}"
+            )
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidRecord(f"column '{prop.name}' is not a finite number")
+        if isinstance(v, Decimal) and not v.is_finite():
+            raise InvalidRecord(f"column '{prop.name}' is not a finite number")
+        return v
+
+    return conv
+
+
+def _boolean(prop: Property) -> Converter:
+    def conv(v: Any) -> Any:
+        if not isinstance(v, bool):
+            raise InvalidRecord(f"column '{prop.name}' expects true or false, not {_type_name(v)}")
+        return v
+
+    return conv
+
+
+def _datetime(prop: Property) -> Converter:
+    def conv(v: Any) -> Any:
+        if isinstance(v, str) and _UTC_DATETIME_RE.match(v):
+            return v  # already ISO UTC: no parsing on the hot path
+        if isinstance(v, str | datetime | date):
+            try:
+                return literal(v, "Edm.DateTimeOffset") if isinstance(v, str) else literal(v)
+            except ValueError:
+                pass
+        raise InvalidRecord(f"column '{prop.name}' expects an ISO 8601 date-time")
+
+    return conv
+
+
+def _date(prop: Property) -> Converter:
+    def conv(v: Any) -> Any:
+        if isinstance(v, str) and _DATE_RE.match(v):
+            try:
+                return date.fromisoformat(v).isoformat()
+            except ValueError:
+                pass
+        elif isinstance(v, datetime):
+            return v.date().isoformat()
+        elif isinstance(v, date):
+            return v.isoformat()
+        elif isinstance(v, str):
+            try:
+                return literal(v, "Edm.Date")
+            except ValueError:
+                pass
+        raise InvalidRecord(f"column '{prop.name}' expects a date (YYYY-MM-DD)")
+
+    return conv
+
+
+def _guid(prop: Property) -> Converter:
+    def conv(v: Any) -> Any:
+        if isinstance(v, uuid.UUID):
+            return str(v)
+        if not is_guid(v):
+            raise InvalidRecord(f"column '{prop.name}' expects a GUID")
+        return str(v).lower()
+
+    return conv
+
+
+def _binary(prop: Property) -> Converter:
+    def conv(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise InvalidRecord(f"column '{prop.name}' expects base64 text")
+        try:
+            base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRecord(f"column '{prop.name}' is not valid base64") from None
+        return v
+
+    return conv
+
+
+def _anything(prop: Property) -> Converter:
+    def conv(v: Any) -> Any:
+        return v
+
+    return conv
+
+
+_BY_TYPE: dict[str, Callable[[Property], Converter]] = {
+    "Edm.String": _string,
+    "Edm.Int16": _integer,
+    "Edm.Int32": _integer,
+    "Edm.Int64": _integer,
+    "Edm.Byte": _integer,
+    "Edm.SByte": _integer,
+    "Edm.Decimal": _number,
+    "Edm.Double": _number,
+    "Edm.Single": _number,
+    "Edm.Boolean": _boolean,
+    "Edm.DateTimeOffset": _datetime,
+    "Edm.Date": _date,
+    "Edm.Guid": _guid,
+    "Edm.Binary": _binary,
+}
+
+
+def _converter(prop: Property) -> Converter:
+    base = _BY_TYPE.get(prop.edm_type, _anything)(prop)
+
+    def conv(v: Any) -> Any:
+        return None if v is None else base(v)
+
+    return conv
+
+
+# --------------------------------------------------------------------------------------------
+# Lookups
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _BindTarget:
+    nav: str
+    entity_set: str
+    key: tuple[str, ...] | None
+    key_types: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _LookupPlan:
+    lookup: Lookup
+    targets: dict[str, _BindTarget]  # concrete table -> how to bind it
+    default: str | None  # the table used when the record does not say
+    clear_nav: str
+
+
+def _lookup_plan(
+    entity: EntityType,
+    lookup: Lookup,
+    configured: LookupTarget | None,
+    model: EntityModel,
+    where: str,
+) -> _LookupPlan:
+    targets: dict[str, _BindTarget] = {}
+    for nav, target in lookup.navigations.items():
+        concrete = [target] if target not in model.abstract_types else []
+        concrete += [t for t in model.derived_types(target) if t not in model.abstract_types]
+        for table in concrete:
+            te = model.entities.get(table)
+            if te is None or not te.entity_set:
+                continue
+            targets.setdefault(table, _BindTarget(nav, te.entity_set, None, {}))
+    default = next(iter(targets)) if len(targets) == 1 else None
+    if configured is not None:
+        if configured.table not in targets:
+            choices = ", ".join(sorted(targets)) or "no table"
+            raise ConfigError(
+                f"The setting {where} names table '{configured.table}', but lookup "
+                f"'{lookup.attribute}' of table '{entity.name}' can point at {choices}."
+            )
+        default = configured.table
+        if configured.key is not None:
+            te = model.entities[configured.table]
+            key = _declared_key(te, configured.key, f"{where}.key")
+            bind = targets[configured.table]
+            targets[configured.table] = _BindTarget(
+                bind.nav, bind.entity_set, key, {k: te.properties[k].edm_type for k in key}
+            )
+    return _LookupPlan(lookup, targets, default, next(iter(lookup.navigations)))
+
+
+def _declared_key(entity: EntityType, columns: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """The alternate key of ``entity`` made of ``columns`` (lookups as ``x`` or ``_x_value``)."""
+    names = []
+    for col in columns:
+        if col not in entity.properties and f"_{col}_value" in entity.properties:
+            col = f"_{col}_value"
+        names.append(col)
+    for declared in entity.alternate_keys:
+        if set(declared) == set(names) and len(declared) == len(names):
+            return tuple(declared)
+    declared_txt = (
+        "; ".join("[" + ", ".join(k) + "]" for k in entity.alternate_keys) or "none declared"
+    )
+    raise ConfigError(
+        f"The setting {where} ({', '.join(columns)}) is not an alternate key of table "
+        f"'{entity.name}' (its alternate keys: {declared_txt}); declare the key in Dataverse "
+        'or use "primary".'
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamPlan:
+    """Everything needed to turn a record of one stream into one write operation."""
+
+    stream: str
+    entity: EntityType
+    entity_set: str
+    mode: str
+    key: tuple[str, ...]
+    key_types: dict[str, str]
+    primary: bool
+    columns: dict[str, Converter]
+    read_only: frozenset[str]
+    lookups: dict[str, _LookupPlan]
+    headers: dict[str, str]
+
+    @property
+    def table(self) -> str:
+        """The table's logical name."""
+        return self.entity.name
+
+    def key_of(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The record's key values (``None`` where a column is missing)."""
+        out: dict[str, Any] = {}
+        for col in self.key:
+            value = record.get(col)
+            if value is None and col.startswith("_") and col.endswith("_value"):
+                value = record.get(col[1:-6])
+            out[col] = value
+        return out
+
+    def operation(self, record: Mapping[str, Any]) -> tuple[BatchOperation, dict[str, Any]]:
+        """The PATCH operation that writes ``record``, and its key.
+
+        Raises:
+            InvalidRecord: the record cannot be written (why, in a few words).
+        """
+        key = self.key_of(record)
+        missing = [c for c, v in key.items() if v is None]
+        if missing:
+            raise InvalidRecord(f"key column(s) {', '.join(missing)} missing or null")
+        payload: dict[str, Any] = {}
+        columns = self.columns
+        lookups = self.lookups
+        for name, value in record.items():
+            conv = columns.get(name)
+            if conv is not None:
+                payload[name] = conv(value)
+                continue
+            lp = lookups.get(name)
+            if lp is not None:
+                self._bind(lp, name, value, record, payload)
+                continue
+            if "@" in name or name.startswith("_sdc_"):
+                continue  # annotations (lookuplogicalname is read by _bind) and Singer metadata
+            if name in self.read_only:
+                raise InvalidRecord(f"column '{name}' is read-only")
+            raise InvalidRecord(f"column '{name}' does not exist on table '{self.table}'")
+        if self.primary:
+            pid = self.key[0]
+            if not is_guid(key[pid]):
+                raise InvalidRecord(f"key column '{pid}' is not a GUID")
+            payload.pop(pid, None)
+        try:
+            segment = key_segment(key, self.key_types)
+        except (ValueError, TypeError) as exc:
+            raise InvalidRecord(f"the key cannot be written: {exc}") from None
+        op = BatchOperation(
+            "PATCH", self.entity_set + segment, self.headers, _encoder.encode(payload)
+        )
+        return op, key
+
+    def _bind(
+        self,
+        lp: _LookupPlan,
+        name: str,
+        value: Any,
+        record: Mapping[str, Any],
+        payload: dict[str, Any],
+    ) -> None:
+        attr = lp.lookup.attribute
+        if value is None:
+            payload[f"{lp.clear_nav}@odata.bind"] = None
+            return
+        table = record.get(name + LOOKUP_LOGICAL_NAME) or lp.default
+        if table is None:
+            other = lp.lookup.property if name == attr else attr
+            table = record.get(other + LOOKUP_LOGICAL_NAME)
+        if table is None:
+            raise InvalidRecord(
+                f"lookup '{attr}' can point at {', '.join(sorted(lp.targets))}: give "
+                f"'{name}{LOOKUP_LOGICAL_NAME}' or configure the table in stream_options"
+            )
+        target = lp.targets.get(table)
+        if target is None:
+            raise InvalidRecord(
+                f"lookup '{attr}' cannot point at table '{table}' (it points at "
+                f"{', '.join(sorted(lp.targets)) or 'no table'})"
+            )
+        if target.key is not None:
+            if len(target.key) == 1 and not isinstance(value, Mapping):
+                key_values = {target.key[0]: value}
+            elif isinstance(value, Mapping):
+                key_values = {k: value.get(k) for k in target.key}
+            else:
+                raise InvalidRecord(
+                    f"lookup '{attr}' binds by the key ({', '.join(target.key)}): give an object"
+                )
+            if any(v is None for v in key_values.values()):
+                raise InvalidRecord(f"lookup '{attr}' misses a value of its key")
+            try:
+                ref = key_segment(key_values, target.key_types)
+            except (ValueError, TypeError) as exc:
+                raise InvalidRecord(f"lookup '{attr}' cannot be written: {exc}") from None
+        else:
+            if not is_guid(value):
+                raise InvalidRecord(f"lookup '{attr}' expects a GUID")
+            ref = "(" + str(value).lower() + ")"
+        payload[f"{target.nav}@odata.bind"] = f"/{target.entity_set}{ref}"
+
+
+def build_plan(stream: str, options: StreamOptions, model: EntityModel) -> StreamPlan:
+    """Compile a stream's plan from the metadata.
+
+    Raises:
+        ConfigError: the table is unknown, the key is not declared, a lookup is misconfigured.
+    """
+    where = f"stream_options.{stream}"
+    table = options.entity or stream.strip().lower()
+    entity = model.entities.get(table)
+    if entity is None or not entity.entity_set or entity.abstract:
+        raise ConfigError(
+            f"Stream '{stream}' maps to table '{table}', which the environment does not have "
+            f"as a writable table; set {where}.entity to a table logical name."
+        )
+    primary_id = entity.primary_id
+    if options.key is None:
+        if primary_id is None:
+            raise ConfigError(
+                f"Table '{table}' has no single primary id column; set {where}.key to an "
+                "alternate key."
+            )
+        key: tuple[str, ...] = (primary_id,)
+        primary = True
+    else:
+        key = _declared_key(entity, options.key, f"{where}.key")
+        primary = False
+    lookups_by_prop = entity.lookups
+    configured: dict[str, LookupTarget] = {}
+    for fld, target in options.lookups.items():
+        lookup = lookups_by_prop.get(fld) or lookups_by_prop.get(f"_{fld}_value")
+        if lookup is None:
+            raise ConfigError(
+                f"The setting {where}.lookups names '{fld}', which is not a lookup column of "
+                f"table '{table}'."
+            )
+        if target.table not in model.entities:
+            raise ConfigError(
+                f"The setting {where}.lookups.{fld} names table '{target.table}', which the "
+                "environment does not have."
+            )
+        configured[lookup.property] = target
+    lookups: dict[str, _LookupPlan] = {}
+    for prop_name, lookup in lookups_by_prop.items():
+        if lookup.read_only:
+            continue
+        lp = _lookup_plan(
+            entity, lookup, configured.get(prop_name), model, f"{where}.lookups.{lookup.attribute}"
+        )
+        lookups[prop_name] = lp
+        lookups[lookup.attribute] = lp
+    columns: dict[str, Converter] = {}
+    read_only: set[str] = set()
+    for name, prop in entity.properties.items():
+        if name in lookups_by_prop:
+            if lookups_by_prop[name].read_only:
+                read_only.add(name)
+            continue
+        if prop.read_only and not (primary and name == primary_id):
+            read_only.add(name)
+            continue
+        if prop.kind != "primitive" or prop.is_collection:
+            continue
+        columns[name] = _converter(prop)
+    key_types = {}
+    for col in key:
+        prop = entity.properties[col]
+        key_types[col] = prop.edm_type
+        if col not in columns and col not in lookups:
+            columns[col] = _converter(prop)
+    return StreamPlan(
+        stream=stream,
+        entity=entity,
+        entity_set=entity.entity_set,
+        mode=options.mode,
+        key=key,
+        key_types=key_types,
+        primary=primary,
+        columns=columns,
+        read_only=frozenset(read_only),
+        lookups=lookups,
+        headers=dict(_MODE_HEADERS[options.mode]),
+    )

@@ -1,0 +1,150 @@
+"""The run's bookkeeping: per-stream counters and the dead-letter file (both thread-safe).
+
+What the summary can say: a ``204`` to an upsert PATCH does not tell whether the row was created or
+updated (only ``Prefer: return=representation`` does, at the cost of a row in every response), so
+upserts are counted as *written*; ``created`` is counted for ``mode: create`` (If-None-Match: *)
+and ``updated`` for ``mode: update`` (If-Match: *), where the service's success says which.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+__all__ = ["DeadLetters", "RunReport", "StreamCounts"]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return value
+    return str(value)
+
+
+_encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=_default)
+
+
+@dataclass
+class StreamCounts:
+    """Counters of one stream."""
+
+    records: int = 0
+    written: int = 0
+    created: int = 0
+    updated: int = 0
+    invalid: int = 0
+    rejected: int = 0
+    retried: int = 0
+    batches: int = 0
+
+    @property
+    def failed(self) -> int:
+        """Records not written (all of them are in the dead-letter file)."""
+        return self.invalid + self.rejected
+
+
+class RunReport:
+    """Per-stream counters, updated from many threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.streams: dict[str, StreamCounts] = {}
+
+    def add(self, stream: str, **amounts: int) -> None:
+        """Add to counters of ``stream`` by name."""
+        with self._lock:
+            counts = self.streams.setdefault(stream, StreamCounts())
+            for name, amount in amounts.items():
+                setattr(counts, name, getattr(counts, name) + amount)
+
+    def total_failed(self) -> int:
+        """Records not written, over all streams."""
+        with self._lock:
+            return sum(c.failed for c in self.streams.values())
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """The counters as plain data."""
+        with self._lock:
+            return {name: {**c.__dict__, "failed": c.failed} for name, c in self.streams.items()}
+
+    def log(self, logger: logging.Logger, *, dry_run: bool) -> None:
+        """Log one summary line per stream."""
+        for name, c in sorted(self.snapshot().items()):
+            if dry_run:
+                logger.info(
+                    "Dry run summary for '%s': %d records, %d valid (would be written), "
+                    "%d invalid (dead-lettered); nothing was written",
+                    name,
+                    c["records"],
+                    c["records"] - c["invalid"],
+                    c["invalid"],
+                )
+                continue
+            logger.info(
+                "Summary for '%s': %d records, %d written (%d created, %d updated, the rest "
+                "upserted), %d failed (%d invalid, %d rejected by Dataverse; all dead-lettered), "
+                "%d operations retried, %d $batch requests",
+                name,
+                c["records"],
+                c["written"],
+                c["created"],
+                c["updated"],
+                c["failed"],
+                c["invalid"],
+                c["rejected"],
+                c["retried"],
+                c["batches"],
+            )
+
+
+class DeadLetters:
+    """Appends one JSON line per record that was not written; opened on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: IO[bytes] | None = None
+        self.count = 0
+
+    def write(
+        self,
+        *,
+        stream: str,
+        record: Any,
+        status: int | None,
+        code: str,
+        message: str,
+        key: Any,
+    ) -> None:
+        """Append a dead letter (the record is the user's data; no secret is ever in it)."""
+        line = _encoder.encode(
+            {
+                "stream": stream,
+                "record": record,
+                "status": status,
+                "code": code,
+                "message": message,
+                "key": key,
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            }
+        )
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("ab")
+            self._file.write(line + b"\n")
+            self._file.flush()
+            self.count += 1
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

@@ -1,0 +1,318 @@
+"""target-dynamics: Singer records upserted into Microsoft Dynamics 365 / Dataverse tables."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from singer_sdk import Target
+from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecReader
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities
+
+from dynamics_api.auth import TokenProvider
+from dynamics_api.cloud import normalize_environment_url
+from dynamics_api.errors import DynamicsError
+from dynamics_api.http import DataverseClient
+from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata
+from tap_dynamics.tap import CONNECTION_SETTINGS
+from target_dynamics.plan import StreamOptions, StreamPlan, build_plan, parse_stream_options
+from target_dynamics.report import DeadLetters, RunReport
+from target_dynamics.sinks import DynamicsSink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "tap-dynamics"
+
+# Why 500: a batch counts once against the 6,000 requests / 5 min limit, so larger batches raise
+# throughput, but its whole execution time counts against the 1,200 s combined-time limit and
+# runs sequentially on the server; 500 upserts (~2.5-5 s on Dataverse) stay far below the 2 min
+# request timeout, and a batch re-sent after a connection reset repeats at most 500 rows.
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_PARALLEL_BATCHES = 4
+
+_LOOKUP_TARGET = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "object",
+            "properties": {
+                "table": {"type": "string", "minLength": 1},
+                "key": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            },
+            "required": ["table"],
+            "additionalProperties": False,
+        },
+    ]
+}
+STREAM_OPTION_SCHEMA: dict[str, t.Any] = {
+    "type": "object",
+    "properties": {
+        "entity": {"type": "string", "minLength": 1},
+        "key": {
+            "anyOf": [
+                {"type": "string", "enum": ["primary"]},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ]
+        },
+        "mode": {"type": "string", "enum": ["upsert", "update", "create"]},
+        "lookups": {"type": "object", "additionalProperties": _LOOKUP_TARGET},
+    },
+    "additionalProperties": False,
+}
+
+
+class TargetDynamics(Target):
+    """Writes Singer records into Dataverse tables by upsert PATCH requests grouped in $batch."""
+
+    name = "target-dynamics"
+    package_name = "tap-dynamics"
+    default_sink_class = DynamicsSink
+    message_reader_class = MsgSpecReader  # exact decimals, fast parsing
+    capabilities: t.ClassVar[list[t.Any]] = [
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
+
+    config_jsonschema = th.PropertiesList(
+        *CONNECTION_SETTINGS,
+        th.Property(
+            "stream_options",
+            th.CustomType({"type": "object", "additionalProperties": STREAM_OPTION_SCHEMA}),
+            title="Stream options",
+            description="Per stream: `entity` (table logical name, default the stream name), "
+            '`key` ("primary" or the columns of a declared alternate key), `mode` (upsert, '
+            "update or create) and `lookups` (field -> target table, or {table, key} to bind "
+            "by the target table's alternate key).",
+        ),
+        th.Property(
+            "batch_size_rows",
+            th.IntegerType(minimum=1, maximum=1000),
+            default=DEFAULT_BATCH_SIZE,
+            title="Batch size",
+            description="Operations per $batch request (at most 1000).",
+        ),
+        th.Property(
+            "max_parallel_batches",
+            th.IntegerType(minimum=1, maximum=52),
+            default=DEFAULT_PARALLEL_BATCHES,
+            title="Parallel batches",
+            description="Most $batch requests in flight at once (the service allows 52 "
+            "concurrent requests per user).",
+        ),
+        th.Property(
+            "dead_letter_path",
+            th.StringType,
+            default="dead-letter.jsonl",
+            title="Dead-letter file",
+            description="JSONL file (appended) receiving every record that was not written, "
+            "with the Dataverse error or the validation reason.",
+        ),
+        th.Property(
+            "max_failed_records",
+            th.IntegerType(minimum=0),
+            default=0,
+            title="Max failed records",
+            description="The run exits non-zero when more records than this failed.",
+        ),
+        th.Property(
+            "dry_run",
+            th.BooleanType,
+            default=False,
+            title="Dry run",
+            description="Validate records against the metadata and report; write nothing.",
+        ),
+        th.Property(
+            "max_part_retries",
+            th.IntegerType(minimum=0, maximum=20),
+            default=5,
+            title="Operation retries",
+            description="Retries of an operation whose part of a $batch was throttled (429) "
+            "or failed transiently (5xx).",
+        ),
+        th.Property(
+            "metadata_cache_dir",
+            th.StringType,
+            title="Metadata cache directory",
+            description="Where the parsed `$metadata` is cached (default ~/.cache/tap-dynamics).",
+        ),
+        th.Property(
+            "metadata_cache_ttl",
+            th.NumberType,
+            default=86400,
+            title="Metadata cache lifetime",
+            description="Seconds a cached `$metadata` stays valid; 0 disables the cache.",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self._lock = threading.RLock()
+        self._client: DataverseClient | None = None
+        self._model: EntityModel | None = None
+        self._plans: dict[str, StreamPlan] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: threading.BoundedSemaphore | None = None
+        self.report = RunReport()
+        self.fatal: BaseException | None = None
+        super().__init__(*args, **kwargs)
+        self.options: dict[str, StreamOptions] = parse_stream_options(
+            self.config.get("stream_options") or {}
+        )
+        self.dead_letters = DeadLetters(Path(self.config.get("dead_letter_path") or "dead.jsonl"))
+
+    # -- settings ---------------------------------------------------------------------------
+
+    @property
+    def batch_size(self) -> int:
+        """Operations per $batch."""
+        return int(self.config.get("batch_size_rows") or DEFAULT_BATCH_SIZE)
+
+    @property
+    def parallel_batches(self) -> int:
+        """Most $batch requests in flight."""
+        return int(self.config.get("max_parallel_batches") or DEFAULT_PARALLEL_BATCHES)
+
+    @property
+    def dry_run(self) -> bool:
+        """Validate only."""
+        return bool(self.config.get("dry_run"))
+
+    @property
+    def part_retries(self) -> int:
+        """Retries of a retryable failed operation."""
+        return int(self.config.get("max_part_retries", 5))
+
+    # -- shared resources (thread-safe) -------------------------------------------------------
+
+    @property
+    def client(self) -> DataverseClient:
+        """The one Web API client of the run; its pool caps the requests in flight."""
+        with self._lock:
+            if self._client is None:
+                cfg = self.config
+                url = normalize_environment_url(cfg["environment_url"])
+                tokens = TokenProvider.from_config({**cfg, "environment_url": url})
+                timeout = float(cfg.get("request_timeout") or 120)
+                self._client = DataverseClient(
+                    url,
+                    tokens,
+                    api_version=str(cfg.get("api_version") or "9.2"),
+                    timeout=(min(10.0, timeout), timeout),
+                    max_retries=int(cfg.get("max_retries", 6)),
+                    max_connections=self.parallel_batches,
+                    user_agent="target-dynamics",
+                )
+            return self._client
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The pool that sends $batch requests, shared by all sinks."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    self.parallel_batches, thread_name_prefix="dynamics-batch"
+                )
+                # Batches queued or in flight: enough to keep every worker busy, bounded so
+                # memory stays flat whatever the input size.
+                self._inflight = threading.BoundedSemaphore(self.parallel_batches * 2)
+            return self._executor
+
+    @property
+    def inflight(self) -> threading.BoundedSemaphore:
+        """Bounds the batches queued or in flight."""
+        _ = self.executor
+        assert self._inflight is not None
+        return self._inflight
+
+    def model(self) -> EntityModel:
+        """The environment's entity model (every table), fetched once."""
+        with self._lock:
+            if self._model is None:
+                cfg = self.config
+                ttl = float(cfg.get("metadata_cache_ttl", 86400))
+                cache = None
+                if ttl > 0:
+                    directory = Path(cfg.get("metadata_cache_dir") or DEFAULT_CACHE_DIR)
+                    cache = MetadataCache(directory, ttl)
+                client = self.client
+
+                def open_stream(url: str) -> t.Iterator[bytes]:
+                    return client.iter_bytes(url, headers={"Accept": "application/xml"})
+
+                version = str(cfg.get("api_version") or "9.2").lstrip("vV")
+                self._model = fetch_metadata(
+                    open_stream, client.environment_url, None, cache, api_version=version
+                )
+            return self._model
+
+    def plan_for(self, stream_name: str) -> StreamPlan:
+        """The compiled write plan of a stream.
+
+        The first call validates every configured stream (keys, lookups) against the metadata,
+        so a wrong setting fails before any write.
+
+        Raises:
+            ConfigError: an unknown table, an undeclared key, a bad lookup.
+        """
+        with self._lock:
+            if self._plans is None:
+                model = self.model()
+                self._plans = {
+                    name: build_plan(name, opts, model) for name, opts in self.options.items()
+                }
+            plan = self._plans.get(stream_name)
+            if plan is None:
+                plan = build_plan(stream_name, StreamOptions(), self.model())
+                self._plans[stream_name] = plan
+            return plan
+
+    # -- end of run -------------------------------------------------------------------------
+
+    def process_endofpipe(self) -> None:
+        """Drain everything, then report and decide the exit status."""
+        try:
+            super().process_endofpipe()
+        finally:
+            with self._lock:
+                if self._executor is not None:
+                    self._executor.shutdown(wait=True)
+                    self._executor = None
+                if self._client is not None:
+                    self._client.close()
+            self.dead_letters.close()
+        self.report.log(self.logger, dry_run=self.dry_run)
+        failed = self.report.total_failed()
+        limit = int(self.config.get("max_failed_records", 0))
+        if failed > limit:
+            raise RunFailedError(
+                f"{failed} record(s) were not written (more than max_failed_records={limit}); "
+                f"they are in the dead-letter file {self.dead_letters.path}."
+            )
+
+
+class RunFailedError(DynamicsError):
+    """More records failed than ``max_failed_records`` allows."""
+
+
+def main() -> None:
+    """Console entry point: user-facing errors as one sentence, no traceback."""
+    try:
+        TargetDynamics.cli()
+    except DynamicsError as err:
+        print(f"target-dynamics: {err}", file=sys.stderr)
+        sys.exit(1)
+    except ConfigValidationError as err:
+        details = "; ".join(err.errors) if getattr(err, "errors", None) else str(err)
+        print(f"target-dynamics: the configuration is not valid: {details}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
