@@ -392,7 +392,7 @@ class TokenProvider:
                 raise ConfigError(
                     "No credential is set: set client_secret (or client_certificate_path) and "
                     "tenant_id for the client-credentials flow, or refresh_token for the "
-                    "delegated flow (sign in with `tap-dynamics login`)."
+                    'delegated flow (see "Getting a refresh token" in the README).'
                 )
             if not tenant_id:
                 raise ConfigError(
@@ -709,7 +709,7 @@ class TokenProvider:
         cid = self.client_id
         tenant = self.tenant_id or "organizations"
         tag = f"AADSTS{code}" if code is not None else (error or "no code")
-        relogin = "Sign in again with `tap-dynamics login` and set the new refresh_token."
+        relogin = "Sign in again to get a new refresh_token (README: Getting a refresh token)."
         messages: dict[int, str] = {
             7000215: (
                 f"Entra ID rejected the client secret for client_id '{cid}' ({tag}). Check "

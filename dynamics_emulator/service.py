@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import operator
 import re
 import time
 import uuid
@@ -441,13 +442,22 @@ class DataService:
         want_nav = prefer.wants(ASSOC_NAV)
         out: list[dict[str, Any]] = []
         if not (want_fmt or want_ll or want_nav):
+            # The hot path of every query: build each row with C-level zip, then convert the
+            # few columns that need it (booleans, fixed-decimal money).
+            columns_out = [name for _, name, _ in spec]
+            pick = operator.itemgetter(*[i for i, _, _ in spec])
+            convs = [(name, fn) for _, name, fn in spec if fn is not None]
+            single = len(spec) == 1
             for row in rows:
                 rec: dict[str, Any] = {}
                 if vi is not None:
                     rec["@odata.etag"] = f'W/"{row[vi]}"'
-                for i, name, conv in spec:
-                    v = row[i]
-                    rec[name] = conv(v) if conv is not None and v is not None else v
+                values = pick(row)
+                rec.update(zip(columns_out, (values,) if single else values, strict=True))
+                for name, fn in convs:
+                    v = rec[name]
+                    if v is not None:
+                        rec[name] = fn(v)
                 out.append(rec)
             return out
         names = self._lookup_names(entity, selected, index, rows) if want_fmt else {}

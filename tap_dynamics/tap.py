@@ -50,8 +50,8 @@ CONNECTION_SETTINGS = th.PropertiesList(
         th.StringType,
         secret=True,
         title="Refresh token",
-        description="When set, the delegated flow (a signed-in user) is used; get one with "
-        "`tap-dynamics login`.",
+        description="When set, the delegated flow (a signed-in user) is used; see the README for "
+        "how to obtain one. Rotated tokens are kept in token_cache_path.",
     ),
     th.Property(
         "tenant_id",

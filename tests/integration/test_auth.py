@@ -591,7 +591,7 @@ def test_stale_refresh_token_without_cache(
         delegated(emu, rt0).token()
     text = str(info.value)
     assert info.value.aadsts == 70000
-    assert "tap-dynamics login" in text and "refresh_token" in text
+    assert "Sign in again" in text and "refresh_token" in text
     assert rt0 not in text
 
 
