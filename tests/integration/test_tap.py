@@ -261,3 +261,32 @@ def test_catalog_snapshot(catalog: dict) -> None:
         path.write_text(json.dumps(slim, indent=1, sort_keys=True) + "\n")
     assert path.exists(), f"no snapshot at {path}: run with UPDATE_SNAPSHOTS=1 once"
     assert json.loads(path.read_text()) == slim
+
+
+def test_delegated_flow_runs_twice_on_a_rotating_refresh_token(
+    fresh_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signed-in user's refresh token: the tap extracts with it, Entra ID rotates it, and the
+    token cache carries the new one to the next run (the original is then spent)."""
+    from tests.integration.test_auth import first_refresh_token
+
+    emu = fresh_emulator
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", emu.ca_bundle)
+    refresh = first_refresh_token(emu)
+    cache = tmp_path / "tokens" / "cache.json"
+    config = {
+        "client_id": emu.public_client_id,
+        "client_secret": None,
+        "refresh_token": refresh,
+        "tenant_id": "organizations",
+        "token_cache_path": str(cache),
+    }
+    cat = select(discover(emu, tmp_path / "d", **config), ["team"])
+    for n in (1, 2):
+        run = run_tap(emu, tmp_path / f"run{n}", catalog=cat, config=config)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert len(run.records("team")) == emu.counts["team"]
+        assert refresh not in run.stderr
+    assert (cache.stat().st_mode & 0o777) == 0o600
+    calls = emu.requests("/api/data/v9.2/teams")
+    assert len(calls) == 2
