@@ -22,6 +22,7 @@ from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.singerlib import CatalogEntry
 
+from dynamics_api.errors import ApiError
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
 
@@ -34,6 +35,19 @@ _decode = msgspec.json.Decoder(float_hook=Decimal).decode
 
 #: Pages fetched ahead while the current one is being written (network overlaps with output).
 PREFETCH_PAGES = 2
+#: The smallest page asked for when the service finds pages too big (0x80040216).
+MIN_PAGE_SIZE = 50
+RESPONSE_TOO_BIG = "0x80040216"
+EXPIRED_VERSION_STAMP = "0x80044352"
+#: Change-tracking streams mark deleted rows with the time the tap saw the deletion (not the
+#: time it happened, which the service does not tell).
+DELETED_AT = "_sdc_deleted_at"
+DELETED_AT_SCHEMA: dict[str, t.Any] = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _wants_change_tracking(config: t.Mapping[str, t.Any], name: str) -> bool:
+    wanted = config.get("change_tracking") or []
+    return name in wanted or "*" in wanted
 
 
 def odata_datetime(value: datetime) -> str:
@@ -69,7 +83,15 @@ class DynamicsStream(Stream):
         entity_set: str | None = None,
         primary_keys: t.Sequence[str] | None = None,
     ) -> None:
-        super().__init__(tap, schema=schema, name=name or self.name)
+        name = name or self.name
+        tracked = _wants_change_tracking(tap.config, name)
+        if tracked and DELETED_AT not in schema.get("properties", {}):
+            schema = {
+                **schema,
+                "properties": {**schema.get("properties", {}), DELETED_AT: DELETED_AT_SCHEMA},
+            }
+        super().__init__(tap, schema=schema, name=name)
+        self.change_tracking = tracked
         if entity_set:
             self.entity_set = entity_set
         if not self.entity_set:
@@ -77,12 +99,16 @@ class DynamicsStream(Stream):
         if primary_keys:
             self.primary_keys = list(primary_keys)
         props = schema.get("properties", {})
-        # Incremental on modifiedon where the table has it; full-table otherwise.
-        if "modifiedon" in props and not self.replication_key:
+        if tracked:
+            # Change tracking keeps its own position (the delta link) in the stream's state.
+            self.replication_key = None
+        elif "modifiedon" in props and not self.replication_key:
+            # Incremental on modifiedon where the table has it; full-table otherwise.
             self.replication_key = "modifiedon"
         elif self.replication_key and self.replication_key not in props:
             self.replication_key = None
         self._client = client
+        self._page_size = int(tap.config.get("page_size") or 5000)
 
     # -- catalog --------------------------------------------------------------------------------
 
@@ -112,7 +138,7 @@ class DynamicsStream(Stream):
         cols = [
             p
             for p in self.schema.get("properties", {})
-            if mask.get(("properties", p), True) or p in self.primary_keys
+            if (mask.get(("properties", p), True) or p in self.primary_keys) and p != DELETED_AT
         ]
         if self.replication_key and self.replication_key not in cols:
             cols.append(self.replication_key)
@@ -132,21 +158,56 @@ class DynamicsStream(Stream):
             orderby = f"{self.replication_key} asc" + (f",{pk}" if pk else "")
         return build_query(select=select, filter=flt, orderby=orderby)
 
-    def prefer_header(self) -> str:
-        size = int(self.config.get("page_size") or 5000)
-        return f"odata.maxpagesize={size}"
+    def prefer_header(self, *, track_changes: bool = False) -> str:
+        prefs = [f"odata.maxpagesize={self._page_size}"]
+        if track_changes:
+            prefs.insert(0, "odata.track-changes")
+        return ",".join(prefs)
 
-    def _pages(self, first_url: str, params: str | None) -> Iterator[list[dict[str, t.Any]]]:
-        """Pages of rows; the next page is fetched while the caller works on this one."""
-        headers = {"Prefer": self.prefer_header()}
-        client = self.client
-        entity = self.name
-
-        def fetch(url: str, p: str | None) -> tuple[list[dict[str, t.Any]], str | None]:
-            resp = client.request("GET", url, params=p, headers=headers, entity=entity)
+    def _fetch(
+        self, url: str, params: str | None, *, track_changes: bool
+    ) -> tuple[list[dict[str, t.Any]], str | None, str | None]:
+        """One page: (rows, next link, delta link). A page too big for the service is asked
+        for again with a smaller page size; the paging cookie is a position, not a page number,
+        so no row is skipped or repeated."""
+        while True:
+            headers = {"Prefer": self.prefer_header(track_changes=track_changes)}
+            try:
+                resp = self.client.request(
+                    "GET", url, params=params, headers=headers, entity=self.name
+                )
+            except ApiError as err:
+                if err.code.lower() != RESPONSE_TOO_BIG or self._page_size <= MIN_PAGE_SIZE:
+                    if err.code.lower() == RESPONSE_TOO_BIG:
+                        raise ApiError(
+                            status=err.status,
+                            code=err.code,
+                            service_message=err.service_message,
+                            method=err.method,
+                            path=err.path,
+                            entity=self.name,
+                            hint=f"Even pages of {MIN_PAGE_SIZE} rows are too big: deselect "
+                            "large columns (notes, images, descriptions) in the catalog.",
+                            request_id=err.request_id,
+                        ) from None
+                    raise
+                smaller = max(MIN_PAGE_SIZE, self._page_size // 4)
+                self.logger.warning(
+                    "The service found a page of %d rows of '%s' too big; asking for %d.",
+                    self._page_size,
+                    self.name,
+                    smaller,
+                )
+                self._page_size = smaller
+                continue
             body = _decode(resp.content)
-            return body.get("value", []), body.get("@odata.nextLink")
+            return body.get("value", []), body.get("@odata.nextLink"), body.get("@odata.deltaLink")
 
+    def _pages(
+        self, first_url: str, params: str | None, *, track_changes: bool = False
+    ) -> Iterator[tuple[list[dict[str, t.Any]], str | None]]:
+        """(rows, delta link) per page; the next page is fetched while the caller works on
+        this one. The delta link comes with the last page of a change-tracking read."""
         results: queue.Queue[tuple[str, t.Any]] = queue.Queue(maxsize=PREFETCH_PAGES)
         stop = threading.Event()
 
@@ -155,14 +216,14 @@ class DynamicsStream(Stream):
             p = params
             try:
                 while url and not stop.is_set():
-                    rows, nxt = fetch(url, p)
-                    results.put(("page", rows))
+                    rows, nxt, delta = self._fetch(url, p, track_changes=track_changes)
+                    results.put(("page", (rows, delta)))
                     url, p = nxt, None  # the next link is used as given
                 results.put(("done", None))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
                 results.put(("error", exc))
 
-        worker = threading.Thread(target=producer, name=f"fetch-{entity}", daemon=True)
+        worker = threading.Thread(target=producer, name=f"fetch-{self.name}", daemon=True)
         worker.start()
         try:
             while True:
@@ -183,10 +244,18 @@ class DynamicsStream(Stream):
                     worker.join(timeout=0.05)
 
     def get_records(self, context: t.Mapping[str, t.Any] | None) -> Iterable[dict[str, t.Any]]:
+        if self.change_tracking:
+            yield from self._tracked_records(context)
+            return
         query = self.build_first_query(context)
+        yield from self._clean(self._pages(self.entity_set, query))
+
+    def _clean(
+        self, pages: Iterable[tuple[list[dict[str, t.Any]], str | None]]
+    ) -> Iterator[dict[str, t.Any]]:
         wanted = set(self.selected_properties())
         n = len(wanted)
-        for rows in self._pages(f"{self.entity_set}", query):
+        for rows, _ in pages:
             for row in rows:
                 row.pop("@odata.etag", None)
                 if len(row) != n:
@@ -195,6 +264,95 @@ class DynamicsStream(Stream):
                     for k in [k for k in row if k not in wanted]:
                         del row[k]
                 yield row
+
+    # -- change tracking -------------------------------------------------------------------------
+
+    def _tracked_records(self, context: t.Mapping[str, t.Any] | None) -> Iterator[dict[str, t.Any]]:
+        """Rows through Dataverse change tracking: the first run reads every row and keeps the
+        delta link; later runs read what changed since, deletions included."""
+        state = self.get_context_state(context)
+        if state.get("fallback_modifiedon") is not None or state.get("no_change_tracking"):
+            yield from self._fallback_records(state)
+            return
+        link = state.get("delta_link")
+        select = build_query(select=self.selected_properties())
+        try:
+            yield from self._read_changes(state, link, select)
+        except ApiError as err:
+            code = err.code.lower()
+            if code == EXPIRED_VERSION_STAMP:
+                self.logger.warning(
+                    "The change-tracking token of '%s' has expired (the organisation keeps "
+                    "changes for a limited number of days): extracting the whole table again. "
+                    "Deletions made while the token was expired cannot be reported; compare "
+                    "keys downstream if they matter.",
+                    self.name,
+                )
+                state.pop("delta_link", None)
+                yield from self._read_changes(state, None, select)
+            elif (
+                err.status == 400
+                and "change tracking is not enabled" in err.service_message.lower()
+            ):
+                self.logger.warning(
+                    "Change tracking is not enabled for table '%s': extracting incrementally on "
+                    "modifiedon instead (deletions are not seen). Enable change tracking on the "
+                    "table to get them.",
+                    self.name,
+                )
+                state["no_change_tracking"] = True
+                yield from self._fallback_records(state)
+            else:
+                raise
+
+    def _read_changes(
+        self, state: dict[str, t.Any], link: str | None, select: str
+    ) -> Iterator[dict[str, t.Any]]:
+        url, params = (link, None) if link else (self.entity_set, select)
+        key = self.primary_keys[0] if self.primary_keys else None
+        wanted = set(self.selected_properties())
+        delta = None
+        for rows, page_delta in self._pages(url, params, track_changes=True):
+            seen_at = utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            for row in rows:
+                if row.get("reason") == "deleted" and "id" in row and key:
+                    yield {key: row["id"], DELETED_AT: seen_at}
+                    continue
+                for k in [k for k in row if k not in wanted]:
+                    del row[k]
+                row[DELETED_AT] = None
+                yield row
+            delta = page_delta or delta
+        if delta:
+            state["delta_link"] = delta
+
+    def _fallback_records(self, state: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """modifiedon incremental for a table without change tracking, bookmark in own state."""
+        if "modifiedon" not in self.schema.get("properties", {}):
+            raise ApiError(
+                status=400,
+                code="",
+                service_message=f"table '{self.name}' has neither change tracking nor modifiedon",
+                method="GET",
+                path=f"/{self.entity_set}",
+                entity=self.name,
+                hint="Remove it from change_tracking; it can only be extracted in full.",
+            )
+        bookmark = state.get("fallback_modifiedon")
+        if bookmark is None and self.config.get("start_date"):
+            bookmark = self.config["start_date"]
+        flt = f"modifiedon ge {bookmark}" if bookmark else None
+        pk = ",".join(f"{k} asc" for k in self.primary_keys)
+        query = build_query(
+            select=self.selected_properties(), filter=flt, orderby=f"modifiedon asc,{pk}"
+        )
+        latest = bookmark
+        for row in self._clean(self._pages(self.entity_set, query)):
+            row[DELETED_AT] = None
+            if row.get("modifiedon") and (latest is None or row["modifiedon"] > latest):
+                latest = row["modifiedon"]
+            yield row
+        state["fallback_modifiedon"] = latest
 
     def _generate_record_messages(
         self, record: dict[str, t.Any]

@@ -141,6 +141,16 @@ class TapDynamics(Tap):
             description="Logical names of extra tables to extract, e.g. `new_project`.",
         ),
         th.Property(
+            "change_tracking",
+            th.ArrayType(th.StringType),
+            default=[],
+            title="Change tracking",
+            description="Streams to read through Dataverse change tracking (`\"*\"` for all): "
+            "the first run reads every row, later runs read only changes, and deleted rows are "
+            "emitted with `_sdc_deleted_at` (when the tap saw the deletion). Tables without "
+            "change tracking fall back to `modifiedon`, with a warning.",
+        ),
+        th.Property(
             "page_size",
             th.IntegerType(minimum=1, maximum=5000),
             default=5000,
