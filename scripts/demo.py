@@ -159,10 +159,13 @@ def main_job(info: dict[str, Any], secret: str) -> int:
         f"(changed: {len(changed)}, all present: {changed <= ids})"
     )
     print(f"\nOutput: {JSONL}/*.jsonl")
-    return 0 if changed <= ids else 1
+    if not changed <= ids:
+        return 1
+    return writeback(info, secret, env)
 
 
-def touch_cases(info: dict[str, Any], secret: str, n: int) -> set[str]:
+def api_session(info: dict[str, Any], secret: str) -> Any:
+    """A requests session with a real msal token, trusting the emulator's CA."""
     import msal
     import requests
 
@@ -181,6 +184,11 @@ def touch_cases(info: dict[str, Any], secret: str, n: int) -> set[str]:
     )
     token = app.acquire_token_for_client(scopes=[f"{info['environment_url']}/.default"])
     http.headers["Authorization"] = f"Bearer {token['access_token']}"
+    return http
+
+
+def touch_cases(info: dict[str, Any], secret: str, n: int) -> set[str]:
+    http = api_session(info, secret)
     api = f"{info['environment_url']}/api/data/v9.2"
     rows = http.get(f"{api}/incidents?$select=title&$top={n}", timeout=30).json()["value"]
     for r in rows:
@@ -190,6 +198,59 @@ def touch_cases(info: dict[str, Any], secret: str, n: int) -> set[str]:
             timeout=30,
         ).raise_for_status()
     return {r["incidentid"] for r in rows}
+
+
+ENRICHMENT = ROOT / "data" / "enrichment" / "accounts.jsonl"
+SHOW = ("name", "industrycode", "numberofemployees", "revenue", "creditlimit")
+
+
+def show_accounts(http: Any, api: str, numbers: list[str], title: str) -> dict[str, Any]:
+    print(f"\n{title}")
+    print(f"  {'accountnumber':<14}" + "".join(f"{c:>20}" for c in SHOW))
+    found = {}
+    for number in numbers:
+        r = http.get(
+            f"{api}/accounts(accountnumber='{number}')?$select={','.join(SHOW)}", timeout=30
+        )
+        if r.status_code == 404:
+            print(f"  {number:<14}" + f"{'(no such account)':>20}")
+            continue
+        r.raise_for_status()
+        row = r.json()
+        found[number] = row
+        cells = "".join(f"{str(row.get(c))[:19]:>20}" for c in SHOW)
+        print(f"  {number:<14}{cells}")
+    return found
+
+
+def writeback(info: dict[str, Any], secret: str, env: dict[str, str]) -> int:
+    """meltano run tap-jsonl target-dynamics: enrichment lands on accounts by account number."""
+    lines = [json.loads(x) for x in ENRICHMENT.read_text().splitlines() if x.strip()]
+    numbers = [lines[0]["accountnumber"], lines[1]["accountnumber"], lines[-1]["accountnumber"]]
+    http = api_session(info, secret)
+    api = f"{info['environment_url']}/api/data/v9.2"
+    show_accounts(http, api, numbers, "Accounts before the writeback:")
+    dead = OUT / "dead-letter.jsonl"
+    dead.unlink(missing_ok=True)
+    wenv = {
+        **env,
+        "TARGET_DYNAMICS_ENVIRONMENT_URL": info["environment_url"],
+        "TARGET_DYNAMICS_AUTHORITY_HOST": info["authority_host"],
+        "TARGET_DYNAMICS_TENANT_ID": info["tenant_id"],
+        "TARGET_DYNAMICS_CLIENT_ID": info["client_id"],
+        "TARGET_DYNAMICS_CLIENT_SECRET": secret,
+        "TARGET_DYNAMICS_DEAD_LETTER_PATH": str(dead),
+        "TARGET_DYNAMICS_METADATA_CACHE_DIR": str(WORK / "metadata-cache"),
+    }
+    meltano(["run", "--full-refresh", "tap-jsonl", "target-dynamics"], wenv)
+    after = show_accounts(http, api, numbers, "Accounts after the writeback:")
+    failed = len(dead.read_text().splitlines()) if dead.exists() else 0
+    print(f"\nEnrichment file: {len(lines)} records; dead-lettered: {failed}")
+    ok = len(after) == len(numbers) and failed == 0
+    for n in numbers:
+        want = next(x for x in lines if x["accountnumber"] == n)
+        ok = ok and after.get(n, {}).get("numberofemployees") == want["numberofemployees"]
+    return 0 if ok else 1
 
 
 def main() -> int:
