@@ -132,7 +132,9 @@ def test_decode_refuses_malformed(body: bytes, ctype: str) -> None:
 
 
 _hostile_text = st.text(
-    alphabet=st.sampled_from(list("ab-_\r\n'\"%/()=&?#é中 ")) | st.characters(), max_size=200
+    alphabet=st.sampled_from(list("ab-_\r\n'\"%/()=&?#é中 "))
+    | st.characters(exclude_categories=["Cs"]),
+    max_size=200,
 ).map(lambda s: s + "\r\n--batch_" + s + "\r\n--batchresponse_x--\r\n")
 
 
