@@ -390,3 +390,15 @@ def test_msal_authorization_code_flow_against_the_running_emulator(
         result["refresh_token"], scopes=[f"{emu.url}/user_impersonation"]
     )
     assert stale.get("error") == "invalid_grant"
+
+
+def test_default_page_is_5000_rows_without_prefer() -> None:
+    counts = {"account": 5003, "transactioncurrency": 4, "systemuser": 3}
+    with Emulator(counts=counts) as emu, WebApi(emu) as client:
+        body = client.get("accounts?$select=name").json()
+        assert len(body["value"]) == 5000
+        rest = client.get(body["@odata.nextLink"]).json()
+        assert len(rest["value"]) == 3
+        assert "@odata.nextLink" not in rest
+        top = client.get("accounts?$select=name&$top=7").json()
+        assert len(top["value"]) == 7
