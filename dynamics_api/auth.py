@@ -2,14 +2,15 @@
 
 Two flows, chosen by the settings (see ``ARCHITECTURE.md``, "Settings contract"):
 
-* **Delegated** (``refresh_token`` set): the token is the user's. A public client (no
-  ``client_secret``) or a confidential one (a secret or certificate) redeems the refresh token with
-  ``acquire_token_by_refresh_token`` for ``<resource>/user_impersonation``. Entra ID answers with a
-  new (rotated) refresh token, which is kept in memory and in msal's token cache; later tokens come
-  from ``acquire_token_silent`` for the signed-in account (msal keeps rotating the cached refresh
-  token), falling back to the newest refresh token held in memory. With ``token_cache_path`` the
-  cache (so the rotated refresh token) survives the run, and an account found there is preferred
-  over the ``refresh_token`` setting, which is then usually older.
+* **Delegated** (``refresh_token`` set, or ``token_cache_path`` naming a cache that already holds a
+  refresh token for ``client_id``, as ``tap-dynamics login`` leaves it): the token is the user's. A
+  public client (no ``client_secret``) or a confidential one (a secret or certificate) redeems the
+  refresh token with ``acquire_token_by_refresh_token`` for ``<resource>/user_impersonation``.
+  Entra ID answers with a new (rotated) refresh token, which is kept in memory and in msal's token
+  cache; later tokens come from ``acquire_token_silent`` for the signed-in account (msal keeps
+  rotating the cached refresh token), falling back to the newest refresh token held in memory. With
+  ``token_cache_path`` the cache (so the rotated refresh token) survives the run, and an account
+  found there is preferred over the ``refresh_token`` setting, which is then usually older.
 * **Client credentials** (no ``refresh_token``): the app's own token for ``<resource>/.default``,
   proven with ``client_secret`` or a certificate (``client_certificate_path``, a PEM file holding
   the certificate and its private key; ``client_certificate_thumbprint`` is the hex SHA-1 of the
@@ -37,7 +38,9 @@ bypasses both caches: ``remove_tokens_for_client()`` for client credentials (who
 ``acquire_token_silent`` for the delegated flow.
 
 Token cache file (``token_cache_path``): msal's ``SerializableTokenCache``, written with mode 0600
-(atomically, through a temporary file). Every acquisition that may reach Entra ID runs under an
+(atomically, through a temporary file) by :func:`save_token_cache`, read by
+:func:`load_token_cache`, both under :func:`token_cache_lock` (also used by
+:mod:`tap_dynamics.login`). Every acquisition that may reach Entra ID runs under an
 exclusive ``fcntl.flock`` on ``<token_cache_path>.lock`` and re-reads the file first, so two runs
 sharing the file each start from the newest rotated refresh token and neither loses the other's.
 
@@ -57,7 +60,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +87,13 @@ __all__ = [
     "MICROSOFT_AUTHORITY_HOSTS",
     "ClientCertificate",
     "TokenProvider",
+    "auth_error",
+    "discovery_error",
+    "load_token_cache",
+    "network_error",
+    "save_token_cache",
+    "token_cache_lock",
+    "uses_instance_discovery",
 ]
 
 logger = logging.getLogger(__name__)
@@ -333,6 +343,255 @@ def _home_account_id(result: Mapping[str, Any]) -> str | None:
     return None
 
 
+def auth_error(
+    result: Mapping[str, Any],
+    *,
+    client_id: str,
+    tenant_id: str | None,
+    resource: str,
+    certificate_thumbprint: str | None = None,
+    refused: str = "a token",
+    scrub: Callable[[str], str] = _redact,
+) -> AuthError:
+    """One sentence for an msal (or redirect) error result, with the known AADSTS codes explained.
+
+    Args:
+        result: the error dict (``error``, ``error_description``, ``error_codes``).
+        client_id, tenant_id, resource: named in the sentence (``None`` tenant: organizations).
+        certificate_thumbprint: the certificate credential's thumbprint, if one is used.
+        refused: what Entra ID refused, for codes without a specific sentence ("a token").
+        scrub: removes secrets from the sentence (default: JWT-shaped strings and secret fields).
+
+    Returns:
+        The error (``error`` and ``aadsts`` set from the result).
+    """
+    error = str(result.get("error") or "")
+    code = _aadsts_code(result)
+    sentence = _first_sentence(str(result.get("error_description") or ""))
+    cid = client_id
+    tenant = tenant_id or "organizations"
+    tag = f"AADSTS{code}" if code is not None else (error or "no code")
+    relogin = (
+        "Sign in again (`tap-dynamics login`) to get a new refresh_token (README: Getting a "
+        "refresh token)."
+    )
+    messages: dict[int, str] = {
+        7000215: (
+            f"Entra ID rejected the client secret for client_id '{cid}' ({tag}). Check "
+            "client_secret: it may be wrong or expired (use the secret's value, not its ID)."
+        ),
+        7000222: (
+            f"The client secret for client_id '{cid}' has expired ({tag}). Create a new "
+            "secret in the app registration and set client_secret."
+        ),
+        7000218: (
+            f"client_id '{cid}' is a confidential application and needs a credential "
+            f"({tag}). Set client_secret or client_certificate_path."
+        ),
+        700025: (
+            f"client_id '{cid}' is a public client application, which must not send a "
+            f"credential ({tag}). Remove client_secret and client_certificate_path."
+        ),
+        700016: (
+            f"Entra ID does not know an application with client_id '{cid}' in tenant "
+            f"'{tenant}' ({tag}). Check client_id and tenant_id."
+        ),
+        90002: (
+            f"Entra ID could not find the tenant '{tenant}' ({tag}). Check tenant_id (and "
+            "authority_host for a sovereign cloud)."
+        ),
+        70000: (
+            f"Entra ID rejected the refresh token as invalid or already used ({tag}). {relogin}"
+        ),
+        700082: (f"The refresh token has expired after a period of inactivity ({tag}). {relogin}"),
+        50173: (
+            "The refresh token was revoked (for example after a password change or a "
+            f"sign-out of all sessions) ({tag}). {relogin}"
+        ),
+        65001: (
+            f"The user or an administrator has not consented to client_id '{cid}' using "
+            f"Dynamics 365 ({tag}). Grant consent for the Dynamics CRM user_impersonation "
+            "permission in the app registration, then sign in again."
+        ),
+        500011: (
+            f"Entra ID found no Dynamics 365 resource '{resource}' in tenant "
+            f"'{tenant}' ({tag}). Check environment_url: it must be your environment's "
+            "URL, such as https://yourorg.crm.dynamics.com."
+        ),
+        700027: (
+            f"Entra ID did not accept the certificate for client_id '{cid}' ({tag}). Check "
+            "that client_certificate_path holds the certificate registered on the app "
+            f"(thumbprint {certificate_thumbprint.upper() if certificate_thumbprint else '?'})"
+            " and its private key."
+        ),
+    }
+    if code in messages:
+        message = messages[code]
+    elif error == "no_refresh_token":
+        message = f"No refresh token is available for client_id '{cid}'. {relogin}"
+    else:
+        detail = f": {sentence}" if sentence else "."
+        message = f"Entra ID refused {refused} for client_id '{cid}' ({tag}){detail}"
+    return AuthError(scrub(message), error=error or None, aadsts=code)
+
+
+def network_error(authority_host: str, exc: requests.RequestException) -> AuthError:
+    """One sentence for a failed request to the Entra ID authority (no URL query, no secret)."""
+    host = urlsplit(authority_host).netloc
+    if isinstance(exc, requests.exceptions.SSLError):
+        what = f"TLS certificate verification failed for the Entra ID authority {host}"
+    elif isinstance(exc, requests.exceptions.Timeout):
+        what = f"The Entra ID authority {host} did not answer in time"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        what = f"Could not connect to the Entra ID authority {host}"
+    else:
+        what = f"The request to the Entra ID authority {host} failed ({type(exc).__name__})"
+    return AuthError(
+        f"{what}: check authority_host and network access, and if a proxy or private CA "
+        "(such as the emulator's) signs its certificate, point REQUESTS_CA_BUNDLE at that "
+        "CA bundle."
+    )
+
+
+def discovery_error(
+    session: requests.Session,
+    *,
+    authority: str,
+    authority_host: str,
+    tenant_id: str | None,
+    on_error: Callable[[Mapping[str, Any]], AuthError],
+) -> AuthError:
+    """Why msal could not read the tenant's sign-in configuration (it only says ValueError).
+
+    Asks ``<authority>/v2.0/.well-known/openid-configuration`` once more to learn Entra ID's own
+    error; ``on_error`` turns such an error body into the sentence (usually :func:`auth_error`).
+    """
+    url = f"{authority}/v2.0/.well-known/openid-configuration"
+    host = urlsplit(authority_host).netloc
+    try:
+        resp = session.get(url, headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        return network_error(authority_host, exc)
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and (body.get("error") or body.get("error_codes")):
+        return on_error(body)
+    return AuthError(
+        f"Entra ID at {host} gave no sign-in configuration for tenant "
+        f"'{tenant_id or 'organizations'}' (HTTP {resp.status_code}). Check tenant_id "
+        "and authority_host."
+    )
+
+
+def uses_instance_discovery(authority_host: str) -> bool:
+    """Whether msal may keep its instance discovery for this host (Microsoft's hosts only).
+
+    For any other host pass ``instance_discovery=False`` to msal: its discovery call would go to
+    login.microsoftonline.com and fail for the emulator or an air-gapped proxy.
+    """
+    return (urlsplit(authority_host).hostname or "").lower() in MICROSOFT_AUTHORITY_HOSTS
+
+
+# ------------------------------------------------------------------------------ cache file
+
+
+@contextmanager
+def token_cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``<path>.lock`` (creating the directory and lock file).
+
+    Every read-modify-write of a token cache file must run under it.
+
+    Raises:
+        ConfigError: the lock file cannot be created.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"The token cache lock file {str(lock_path)!r} cannot be created "
+            f"({exc.strerror or type(exc).__name__}): check token_cache_path."
+        ) from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def load_token_cache(cache: msal.SerializableTokenCache, path: Path) -> None:
+    """Replace ``cache``'s content by the file's (caller holds :func:`token_cache_lock`).
+
+    A missing or empty file leaves ``cache`` as it is; a file readable by others is restricted to
+    its owner (0600) with a warning; invalid content is ignored with a warning.
+
+    Raises:
+        ConfigError: the file exists but cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(
+            f"The token cache {str(path)!r} cannot be read "
+            f"({exc.strerror or type(exc).__name__}): check token_cache_path."
+        ) from None
+    with os.fdopen(fd, "r", encoding="utf-8") as handle:
+        if os.fstat(handle.fileno()).st_mode & 0o077:
+            logger.warning(
+                "The token cache %s was readable by others; restricting it to its owner",
+                path,
+            )
+            os.fchmod(handle.fileno(), 0o600)
+        text = handle.read()
+    if not text.strip():
+        return
+    try:
+        state = json.loads(text)
+    except ValueError:
+        logger.warning("The token cache %s is not valid JSON; ignoring its content", path)
+        return
+    if not isinstance(state, dict):
+        logger.warning("The token cache %s is not an msal token cache; ignoring it", path)
+        return
+    cache.deserialize(text)
+
+
+def save_token_cache(cache: msal.SerializableTokenCache, path: Path) -> None:
+    """Write ``cache`` if msal changed it (caller holds :func:`token_cache_lock`): mode 0600,
+    atomically through a temporary file.
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    if not cache.has_state_changed:
+        return
+    data = cache.serialize()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"The token cache {str(path)!r} cannot be written "
+            f"({exc.strerror or type(exc).__name__}): check token_cache_path."
+        ) from None
+    logger.debug("Saved the token cache to %s", path)
+
+
 # ------------------------------------------------------------------------------ the provider
 
 
@@ -386,13 +645,23 @@ class TokenProvider:
                 "Both client_secret and client_certificate_path are set: keep only the "
                 "credential the app registration should use."
             )
-        self.flow = FLOW_REFRESH_TOKEN if refresh_token else FLOW_CLIENT_CREDENTIALS
+        self.token_cache_path = (
+            Path(token_cache_path).expanduser() if token_cache_path is not None else None
+        )
+        self._cache = msal.SerializableTokenCache()
+        if self.token_cache_path is not None:
+            with token_cache_lock(self.token_cache_path):
+                load_token_cache(self._cache, self.token_cache_path)
+        # Delegated when a refresh token is given, or when the cache file already holds one for
+        # this client (put there by `tap-dynamics login` or by an earlier delegated run).
+        delegated = bool(refresh_token) or self._cache_has_refresh_token(self.client_id)
+        self.flow = FLOW_REFRESH_TOKEN if delegated else FLOW_CLIENT_CREDENTIALS
         if self.flow == FLOW_CLIENT_CREDENTIALS:
             if not client_secret and client_certificate is None:
                 raise ConfigError(
                     "No credential is set: set client_secret (or client_certificate_path) and "
-                    "tenant_id for the client-credentials flow, or refresh_token for the "
-                    'delegated flow (see "Getting a refresh token" in the README).'
+                    "tenant_id for the client-credentials flow, or sign in with `tap-dynamics "
+                    "login` for the delegated flow (README: Getting a refresh token)."
                 )
             if not tenant_id:
                 raise ConfigError(
@@ -416,21 +685,20 @@ class TokenProvider:
         self._refresh_token = refresh_token or None
         # Everything that must never be shown, for scrubbing service texts.
         self._never_show: set[str] = {s for s in (self._secret, self._refresh_token) if s}
-        self.token_cache_path = (
-            Path(token_cache_path).expanduser() if token_cache_path is not None else None
-        )
         self._owns_session = session is None
         self._session: requests.Session = session or VerifiedSession(timeout=HTTP_TIMEOUT)
-        self._cache = msal.SerializableTokenCache()
         self._lock = threading.RLock()
         self._app: msal.ClientApplication | None = None
         self._access_token: str | None = None
         self._expires_at = 0.0
         self._lifetime = 0.0
         self._home_account_id: str | None = None
-        if self.token_cache_path is not None:
-            with self._cache_file_lock():
-                self._load_cache_file()
+
+    def _cache_has_refresh_token(self, client_id: str) -> bool:
+        entries = self._cache.search(
+            msal.TokenCache.CredentialType.REFRESH_TOKEN, query={"client_id": client_id}
+        )
+        return any(entry.get("secret") for entry in entries)
 
     # -------------------------------------------------------------------------- construction
 
@@ -665,13 +933,12 @@ class TokenProvider:
     def _get_app(self) -> msal.ClientApplication:
         if self._app is not None:
             return self._app
-        host = (urlsplit(self.authority_host).hostname or "").lower()
         kwargs: dict[str, Any] = {
             "authority": self.authority,
             "token_cache": self._cache,
             "http_client": self._session,
         }
-        if host not in MICROSOFT_AUTHORITY_HOSTS:
+        if not uses_instance_discovery(self.authority_host):
             kwargs["instance_discovery"] = False
         credential: Any = self._secret
         if self._certificate is not None:
@@ -703,107 +970,25 @@ class TokenProvider:
 
     def _error(self, result: Mapping[str, Any]) -> AuthError:
         """One sentence for an msal error result."""
-        error = str(result.get("error") or "")
-        code = _aadsts_code(result)
-        sentence = _first_sentence(str(result.get("error_description") or ""))
-        cid = self.client_id
-        tenant = self.tenant_id or "organizations"
-        tag = f"AADSTS{code}" if code is not None else (error or "no code")
-        relogin = "Sign in again to get a new refresh_token (README: Getting a refresh token)."
-        messages: dict[int, str] = {
-            7000215: (
-                f"Entra ID rejected the client secret for client_id '{cid}' ({tag}). Check "
-                "client_secret: it may be wrong or expired (use the secret's value, not its ID)."
-            ),
-            7000222: (
-                f"The client secret for client_id '{cid}' has expired ({tag}). Create a new "
-                "secret in the app registration and set client_secret."
-            ),
-            7000218: (
-                f"client_id '{cid}' is a confidential application and needs a credential "
-                f"({tag}). Set client_secret or client_certificate_path."
-            ),
-            700025: (
-                f"client_id '{cid}' is a public client application, which must not send a "
-                f"credential ({tag}). Remove client_secret and client_certificate_path."
-            ),
-            700016: (
-                f"Entra ID does not know an application with client_id '{cid}' in tenant "
-                f"'{tenant}' ({tag}). Check client_id and tenant_id."
-            ),
-            90002: (
-                f"Entra ID could not find the tenant '{tenant}' ({tag}). Check tenant_id (and "
-                "authority_host for a sovereign cloud)."
-            ),
-            70000: (
-                f"Entra ID rejected the refresh token as invalid or already used ({tag}). {relogin}"
-            ),
-            700082: (
-                f"The refresh token has expired after a period of inactivity ({tag}). {relogin}"
-            ),
-            50173: (
-                "The refresh token was revoked (for example after a password change or a "
-                f"sign-out of all sessions) ({tag}). {relogin}"
-            ),
-            65001: (
-                f"The user or an administrator has not consented to client_id '{cid}' using "
-                f"Dynamics 365 ({tag}). Grant consent for the Dynamics CRM user_impersonation "
-                "permission in the app registration, then sign in again."
-            ),
-            500011: (
-                f"Entra ID found no Dynamics 365 resource '{self.resource}' in tenant "
-                f"'{tenant}' ({tag}). Check environment_url: it must be your environment's "
-                "URL, such as https://yourorg.crm.dynamics.com."
-            ),
-            700027: (
-                f"Entra ID did not accept the certificate for client_id '{cid}' ({tag}). Check "
-                "that client_certificate_path holds the certificate registered on the app "
-                f"(thumbprint {self._certificate.thumbprint.upper() if self._certificate else '?'})"
-                " and its private key."
-            ),
-        }
-        if code in messages:
-            message = messages[code]
-        elif error == "no_refresh_token":
-            message = f"No refresh token is available for client_id '{cid}'. {relogin}"
-        else:
-            detail = f": {sentence}" if sentence else "."
-            message = f"Entra ID refused a token for client_id '{cid}' ({tag}){detail}"
-        return AuthError(self._scrub(message), error=error or None, aadsts=code)
-
-    def _network_error(self, exc: requests.RequestException) -> AuthError:
-        host = urlsplit(self.authority_host).netloc
-        if isinstance(exc, requests.exceptions.SSLError):
-            what = f"TLS certificate verification failed for the Entra ID authority {host}"
-        elif isinstance(exc, requests.exceptions.Timeout):
-            what = f"The Entra ID authority {host} did not answer in time"
-        elif isinstance(exc, requests.exceptions.ConnectionError):
-            what = f"Could not connect to the Entra ID authority {host}"
-        else:
-            what = f"The request to the Entra ID authority {host} failed ({type(exc).__name__})"
-        return AuthError(
-            f"{what}: check authority_host and network access, and if a proxy or private CA "
-            "(such as the emulator's) signs its certificate, point REQUESTS_CA_BUNDLE at that "
-            "CA bundle."
+        return auth_error(
+            result,
+            client_id=self.client_id,
+            tenant_id=self.tenant_id,
+            resource=self.resource,
+            certificate_thumbprint=self._certificate.thumbprint if self._certificate else None,
+            scrub=self._scrub,
         )
 
+    def _network_error(self, exc: requests.RequestException) -> AuthError:
+        return network_error(self.authority_host, exc)
+
     def _discovery_error(self) -> AuthError:
-        url = f"{self.authority}/v2.0/.well-known/openid-configuration"
-        host = urlsplit(self.authority_host).netloc
-        try:
-            resp = self._session.get(url, headers={"Accept": "application/json"})
-        except requests.RequestException as exc:
-            return self._network_error(exc)
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and (body.get("error") or body.get("error_codes")):
-            return self._error(body)
-        return AuthError(
-            f"Entra ID at {host} gave no sign-in configuration for tenant "
-            f"'{self.tenant_id or 'organizations'}' (HTTP {resp.status_code}). Check tenant_id "
-            "and authority_host."
+        return discovery_error(
+            self._session,
+            authority=self.authority,
+            authority_host=self.authority_host,
+            tenant_id=self.tenant_id,
+            on_error=self._error,
         )
 
     # -------------------------------------------------------------------------- cache file
@@ -811,81 +996,18 @@ class TokenProvider:
     @contextmanager
     def _cache_file_lock(self) -> Iterator[None]:
         """Hold an exclusive lock on ``<token_cache_path>.lock`` (no-op without a cache path)."""
-        path = self.token_cache_path
-        if path is None:
+        if self.token_cache_path is None:
             yield
             return
-        lock_path = path.with_name(path.name + ".lock")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError(
-                f"The token cache lock file {str(lock_path)!r} cannot be created "
-                f"({exc.strerror or type(exc).__name__}): check token_cache_path."
-            ) from None
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        with token_cache_lock(self.token_cache_path):
             yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def _load_cache_file(self) -> None:
         """Replace the in-memory cache by the file's content (caller holds the file lock)."""
-        path = self.token_cache_path
-        if path is None:
-            return
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise ConfigError(
-                f"The token cache {str(path)!r} cannot be read "
-                f"({exc.strerror or type(exc).__name__}): check token_cache_path."
-            ) from None
-        with os.fdopen(fd, "r", encoding="utf-8") as handle:
-            if os.fstat(handle.fileno()).st_mode & 0o077:
-                logger.warning(
-                    "The token cache %s was readable by others; restricting it to its owner",
-                    path,
-                )
-                os.fchmod(handle.fileno(), 0o600)
-            text = handle.read()
-        if not text.strip():
-            return
-        try:
-            state = json.loads(text)
-        except ValueError:
-            logger.warning("The token cache %s is not valid JSON; ignoring its content", path)
-            return
-        if not isinstance(state, dict):
-            logger.warning("The token cache %s is not an msal token cache; ignoring it", path)
-            return
-        self._cache.deserialize(text)
+        if self.token_cache_path is not None:
+            load_token_cache(self._cache, self.token_cache_path)
 
     def _save_cache_file(self) -> None:
         """Write the cache if msal changed it (caller holds the file lock): mode 0600, atomic."""
-        path = self.token_cache_path
-        if path is None or not self._cache.has_state_changed:
-            return
-        data = self._cache.serialize()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise ConfigError(
-                f"The token cache {str(path)!r} cannot be written "
-                f"({exc.strerror or type(exc).__name__}): check token_cache_path."
-            ) from None
-        logger.debug("Saved the token cache to %s", path)
+        if self.token_cache_path is not None:
+            save_token_cache(self._cache, self.token_cache_path)

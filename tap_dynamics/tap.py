@@ -16,6 +16,7 @@ from dynamics_api.errors import ConfigError, DynamicsError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata, json_schema
 from tap_dynamics.client import DynamicsStream
+from tap_dynamics.login import is_login_command, login_main
 from tap_dynamics.streams import STANDARD_STREAMS
 from tap_dynamics.writer import FastWriter
 
@@ -278,7 +279,13 @@ class TapDynamics(Tap):
 
 
 def main() -> None:
-    """Console entry point: user-facing errors as one sentence, no traceback."""
+    """Console entry point: user-facing errors as one sentence, no traceback.
+
+    ``tap-dynamics login ...`` (also ``tap-dynamics --config FILE login``, as ``meltano invoke``
+    runs it) signs a user in (:mod:`tap_dynamics.login`); the SDK's command never sees it.
+    """
+    if is_login_command(sys.argv[1:]):
+        sys.exit(login_main(sys.argv[1:], prog="tap-dynamics", env_prefix="TAP_DYNAMICS_"))
     try:
         TapDynamics.cli()
     except DynamicsError as err:
