@@ -146,7 +146,7 @@ class TapDynamics(Tap):
             th.ArrayType(th.StringType),
             default=[],
             title="Change tracking",
-            description="Streams to read through Dataverse change tracking (`\"*\"` for all): "
+            description='Streams to read through Dataverse change tracking (`"*"` for all): '
             "the first run reads every row, later runs read only changes, and deleted rows are "
             "emitted with `_sdc_deleted_at` (when the tap saw the deletion). Tables without "
             "change tracking fall back to `modifiedon`, with a warning.",

@@ -20,6 +20,7 @@ from dynamics_api.cloud import normalize_environment_url
 from dynamics_api.errors import DynamicsError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata
+from tap_dynamics.login import is_login_command, login_main
 from tap_dynamics.tap import CONNECTION_SETTINGS
 from target_dynamics.plan import StreamOptions, StreamPlan, build_plan, parse_stream_options
 from target_dynamics.report import DeadLetters, RunReport
@@ -303,6 +304,8 @@ class RunFailedError(DynamicsError):
 
 def main() -> None:
     """Console entry point: user-facing errors as one sentence, no traceback."""
+    if is_login_command(sys.argv[1:]):
+        sys.exit(login_main(sys.argv[1:], prog="target-dynamics", env_prefix="TARGET_DYNAMICS_"))
     try:
         TargetDynamics.cli()
     except DynamicsError as err:

@@ -51,11 +51,11 @@ def test_expired_token_re_extracts_with_a_warning(fresh_emulator: Emulator, tmp_
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(again.records("account")) == emu.counts["account"]
     assert "has expired" in again.stderr
+    before, after = first.last_state, again.last_state
+    assert before is not None
+    assert after is not None
     assert (
-        again.last_state["bookmarks"]["account"]["delta_link"]
-        != (  # type: ignore[index]
-            first.last_state["bookmarks"]["account"]["delta_link"]  # type: ignore[index]
-        )
+        after["bookmarks"]["account"]["delta_link"] != before["bookmarks"]["account"]["delta_link"]
     )
 
 
