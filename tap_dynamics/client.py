@@ -25,6 +25,12 @@ from singer_sdk.singerlib import CatalogEntry
 from dynamics_api.errors import ApiError
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
+from tap_dynamics.formatted import (
+    formatted_columns,
+    make_row_transform,
+    prefer_annotations,
+    source_columns,
+)
 
 if t.TYPE_CHECKING:
     from singer_sdk import Tap
@@ -68,6 +74,9 @@ class DynamicsStream(Stream):
     """
 
     entity_set: str = ""
+    #: Tables found through a wildcard in custom_entities: one the user may not read is skipped
+    #: with a warning instead of failing the run.
+    skip_if_denied: bool = False
     #: Records match the schema exactly (generated from $metadata, parsed with exact types): the
     #: SDK's per-record type conformance would only cost time. tests/unit/test_conformance.py
     #: proves the premise over every Edm type.
@@ -109,6 +118,7 @@ class DynamicsStream(Stream):
             self.replication_key = None
         self._client = client
         self._page_size = int(tap.config.get("page_size") or 5000)
+        self._formatted = bool(tap.config.get("include_formatted_values"))
 
     # -- catalog --------------------------------------------------------------------------------
 
@@ -144,8 +154,20 @@ class DynamicsStream(Stream):
             cols.append(self.replication_key)
         return cols
 
+    def extra_columns(self) -> list[str]:
+        """Selected formatted-value columns (``x_label``, ``_x_value_name``, ...)."""
+        if not self._formatted:
+            return []
+        return formatted_columns(self.schema.get("properties", {}), self.selected_properties())
+
+    def source_columns(self) -> list[str]:
+        """What to ``$select``: the selected real columns and the bases of formatted ones."""
+        if not self._formatted:
+            return self.selected_properties()
+        return source_columns(self.schema.get("properties", {}), self.selected_properties())
+
     def build_first_query(self, context: t.Mapping[str, t.Any] | None) -> str:
-        select = self.selected_properties()
+        select = self.source_columns()
         flt = None
         orderby = None
         if self.replication_key:
@@ -162,6 +184,9 @@ class DynamicsStream(Stream):
         prefs = [f"odata.maxpagesize={self._page_size}"]
         if track_changes:
             prefs.insert(0, "odata.track-changes")
+        if self._formatted:
+            # On every page: annotations asked for on page 1 only are lost after it.
+            prefs.append(prefer_annotations())
         return ",".join(prefs)
 
     def _fetch(
@@ -248,11 +273,29 @@ class DynamicsStream(Stream):
             yield from self._tracked_records(context)
             return
         query = self.build_first_query(context)
-        yield from self._clean(self._pages(self.entity_set, query))
+        try:
+            yield from self._clean(self._pages(self.entity_set, query))
+        except ApiError as err:
+            if self.skip_if_denied and err.status == 403:
+                self.logger.warning(
+                    "Skipping table '%s': the user has no read privilege on it (%s).",
+                    self.name,
+                    err.code or err.status,
+                )
+                return
+            raise
 
     def _clean(
         self, pages: Iterable[tuple[list[dict[str, t.Any]], str | None]]
     ) -> Iterator[dict[str, t.Any]]:
+        extras = self.extra_columns()
+        if extras:
+            real = [c for c in self.selected_properties() if c not in extras]
+            transform = make_row_transform(real, extras)
+            for rows, _ in pages:
+                for row in rows:
+                    yield transform(row)
+            return
         wanted = set(self.selected_properties())
         n = len(wanted)
         for rows, _ in pages:
@@ -275,7 +318,7 @@ class DynamicsStream(Stream):
             yield from self._fallback_records(state)
             return
         link = state.get("delta_link")
-        select = build_query(select=self.selected_properties())
+        select = build_query(select=self.source_columns())
         try:
             yield from self._read_changes(state, link, select)
         except ApiError as err:
@@ -311,6 +354,10 @@ class DynamicsStream(Stream):
         url, params = (link, None) if link else (self.entity_set, select)
         key = self.primary_keys[0] if self.primary_keys else None
         wanted = set(self.selected_properties())
+        extras = self.extra_columns()
+        transform = (
+            make_row_transform([c for c in wanted if c not in extras], extras) if extras else None
+        )
         delta = None
         for rows, page_delta in self._pages(url, params, track_changes=True):
             seen_at = utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -318,8 +365,11 @@ class DynamicsStream(Stream):
                 if row.get("reason") == "deleted" and "id" in row and key:
                     yield {key: row["id"], DELETED_AT: seen_at}
                     continue
-                for k in [k for k in row if k not in wanted]:
-                    del row[k]
+                if transform is not None:
+                    row = transform(row)
+                else:
+                    for k in [k for k in row if k not in wanted]:
+                        del row[k]
                 row[DELETED_AT] = None
                 yield row
             delta = page_delta or delta

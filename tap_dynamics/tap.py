@@ -16,7 +16,9 @@ from dynamics_api.errors import ConfigError, DynamicsError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata, json_schema
 from tap_dynamics.client import DynamicsStream
+from tap_dynamics.formatted import FormattedColumnError, extend_schema
 from tap_dynamics.login import is_login_command, login_main
+from tap_dynamics.selection import is_wildcard, resolve_custom_entities
 from tap_dynamics.streams import STANDARD_STREAMS
 from tap_dynamics.writer import FastWriter
 
@@ -139,7 +141,29 @@ class TapDynamics(Tap):
             th.ArrayType(th.StringType),
             default=[],
             title="Custom tables",
-            description="Logical names of extra tables to extract, e.g. `new_project`.",
+            description='Logical names of extra tables to extract, e.g. `new_project`; `"*"` '
+            "for every custom table, or patterns such as `new_*`.",
+        ),
+        th.Property(
+            "custom_entities_include",
+            th.ArrayType(th.StringType),
+            title="Custom tables: include",
+            description="With a wildcard in custom_entities: only tables matching these patterns.",
+        ),
+        th.Property(
+            "custom_entities_exclude",
+            th.ArrayType(th.StringType),
+            title="Custom tables: exclude",
+            description="With a wildcard in custom_entities: leave out tables matching these.",
+        ),
+        th.Property(
+            "include_formatted_values",
+            th.BooleanType,
+            default=False,
+            title="Formatted values",
+            description="Add SQL-safe columns with what users see: `<column>_label` for choices "
+            "and yes/no columns, `<lookup>_name` for lookup display names, `<lookup>_table` for "
+            "the table a polymorphic lookup points at.",
         ),
         th.Property(
             "change_tracking",
@@ -193,7 +217,8 @@ class TapDynamics(Tap):
             )
         return self._client
 
-    def stream_names(self) -> list[str]:
+    def stream_names(self) -> tuple[list[str], list[str]]:
+        """(standard and explicitly named tables, wildcard patterns of custom tables)."""
         standard = self.config.get("streams") or list(STANDARD_STREAMS)
         unknown = [s for s in standard if s not in STANDARD_STREAMS]
         if unknown:
@@ -202,9 +227,11 @@ class TapDynamics(Tap):
                 f"tables ({', '.join(STANDARD_STREAMS)}); put other tables in custom_entities."
             )
         custom = [c.strip().lower() for c in self.config.get("custom_entities") or []]
-        return list(dict.fromkeys([*standard, *custom]))
+        patterns = [c for c in custom if is_wildcard(c)]
+        named = [c for c in custom if not is_wildcard(c)]
+        return list(dict.fromkeys([*standard, *named])), patterns
 
-    def load_metadata(self, wanted: list[str]) -> EntityModel:
+    def load_metadata(self, wanted: list[str] | None) -> EntityModel:
         cfg = self.config
         ttl = float(cfg.get("metadata_cache_ttl", 86400))
         cache = None
@@ -222,8 +249,19 @@ class TapDynamics(Tap):
     def discover_streams(self) -> list[DynamicsStream]:
         if self.input_catalog is not None:
             return self._streams_from_catalog()
-        names = self.stream_names()
-        model = self.load_metadata(names)
+        names, patterns = self.stream_names()
+        model = self.load_metadata(None if patterns else names)
+        wildcard: set[str] = set()
+        if patterns:
+            found = resolve_custom_entities(
+                patterns,
+                model,
+                include=self.config.get("custom_entities_include"),
+                exclude=self.config.get("custom_entities_exclude"),
+            )
+            wildcard = {f for f in found if f not in names}
+            names = list(dict.fromkeys([*names, *found]))
+        formatted = bool(self.config.get("include_formatted_values"))
         streams: list[DynamicsStream] = []
         missing = []
         for name in names:
@@ -231,19 +269,25 @@ class TapDynamics(Tap):
             if entity is None or not entity.entity_set:
                 missing.append(name)
                 continue
+            schema = json_schema(entity)
+            if formatted:
+                try:
+                    schema = extend_schema(entity, schema, model)
+                except FormattedColumnError as err:
+                    raise ConfigError(f"include_formatted_values: {err}") from None
             cls = STANDARD_STREAMS.get(name, DynamicsStream)
-            streams.append(
-                cls(
-                    self,
-                    schema=json_schema(entity),
-                    client=None,
-                    name=name,
-                    entity_set=entity.entity_set,
-                    # systemuser/team are keyed on the shared principal `ownerid` in the CSDL;
-                    # their own id column is the stable key of the table.
-                    primary_keys=[entity.primary_id] if entity.primary_id else entity.key,
-                )
+            stream = cls(
+                self,
+                schema=schema,
+                client=None,
+                name=name,
+                entity_set=entity.entity_set,
+                # systemuser/team are keyed on the shared principal `ownerid` in the CSDL;
+                # their own id column is the stable key of the table.
+                primary_keys=[entity.primary_id] if entity.primary_id else entity.key,
             )
+            stream.skip_if_denied = name in wildcard
+            streams.append(stream)
         if missing:
             raise ConfigError(
                 f"The environment has no table named {', '.join(repr(m) for m in missing)}: "
@@ -255,6 +299,7 @@ class TapDynamics(Tap):
     def _streams_from_catalog(self) -> list[DynamicsStream]:
         """Streams from the given catalog alone: no $metadata request."""
         assert self.input_catalog is not None
+        named, patterns = self.stream_names()
         streams: list[DynamicsStream] = []
         for entry in self.input_catalog.values():
             name = entry.tap_stream_id
@@ -265,16 +310,17 @@ class TapDynamics(Tap):
                     f"The catalog entry '{name}' has no 'table' (its entity set); run "
                     "`tap-dynamics --discover` again to refresh the catalog."
                 )
-            streams.append(
-                cls(
-                    self,
-                    schema=entry.schema.to_dict(),
-                    client=None,
-                    name=name,
-                    entity_set=entity_set,
-                    primary_keys=entry.key_properties or None,
-                )
+            stream = cls(
+                self,
+                schema=entry.schema.to_dict(),
+                client=None,
+                name=name,
+                entity_set=entity_set,
+                primary_keys=entry.key_properties or None,
             )
+            # A table that came from a wildcard in custom_entities (not named anywhere).
+            stream.skip_if_denied = bool(patterns) and name not in named
+            streams.append(stream)
         return streams
 
 
