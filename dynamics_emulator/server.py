@@ -93,6 +93,8 @@ class Emulator:
         self.public_client_id = opts.public_client_id
         self.tenant_id = opts.tenant_id
         self.faults = FaultInjector()
+        #: Faults for single operations inside a $batch (status faults only).
+        self.part_faults = FaultInjector()
         self.protection = ServiceProtection()
         self.log: list[LogEntry] = []
         self._log_lock = threading.Lock()
@@ -124,7 +126,9 @@ class Emulator:
         self.store = Store(self.model, opts.store_path)
         self._seed()
         csdl = Path(opts.csdl_path).read_bytes() if opts.csdl_path is not None else None
-        self.service = DataService(self.model, self.store, opts.settings, csdl=csdl)
+        self.service = DataService(
+            self.model, self.store, opts.settings, csdl=csdl, part_faults=self.part_faults
+        )
         server = _Server((opts.host, opts.port), _Handler, server_context(self.tls), self)
         self._server = server
         self.port = server.server_address[1]

@@ -22,6 +22,7 @@ import orjson
 
 from . import multipart
 from .csdl import render_csdl
+from .faults import FaultInjector
 from .model import Attribute, Entity, Model
 from .odata_query import parse_filter, parse_orderby, parse_select, parse_top
 from .resource import GUID_RE, ResourcePath, format_key, split_api_path
@@ -158,11 +159,14 @@ class DataService:
         *,
         clock: Callable[[], float] = time.time,
         csdl: bytes | None = None,
+        part_faults: FaultInjector | None = None,
     ) -> None:
         self.model = model
         self.store = store
         self.settings = settings or ServiceSettings()
         self.clock = clock
+        # Faults for single operations inside a $batch (the outer request succeeds).
+        self.part_faults = part_faults
         self._csdl: dict[bool, bytes] = {}
         if csdl is not None:
             # A given document (a real org's $metadata) is served as it is, annotated or not.
@@ -1312,6 +1316,10 @@ class DataService:
             caller=outer.caller,
             base_url=outer.base_url,
         )
+        if self.part_faults is not None:
+            fault = self.part_faults.next_fault(op.method, path)
+            if fault is not None and fault.kind == "status":
+                return fault.error().to_response()
         try:
             res = split_api_path(path)
             if res is None:
