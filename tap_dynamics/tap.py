@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 import typing as t
 from pathlib import Path
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError
 
 from dynamics_api.auth import TokenProvider
 from dynamics_api.cloud import normalize_environment_url
-from dynamics_api.errors import ConfigError, DynamicsError
+from dynamics_api.errors import ConfigError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata, json_schema
 from tap_dynamics.client import DynamicsStream
+from tap_dynamics.entry import run_plugin
 from tap_dynamics.formatted import FormattedColumnError, extend_schema
-from tap_dynamics.login import is_login_command, login_main
 from tap_dynamics.selection import is_wildcard, resolve_custom_entities
 from tap_dynamics.streams import STANDARD_STREAMS
 from tap_dynamics.writer import FastWriter
@@ -205,6 +203,16 @@ class TapDynamics(Tap):
     def client(self) -> DataverseClient:
         if self._client is None:
             cfg = self.config
+            # The SDK only warns about missing required settings in --discover mode.
+            missing = [k for k in ("environment_url", "client_id") if not cfg.get(k)]
+            if missing:
+                names = " and ".join(missing)
+                envs = ", ".join(f"TAP_DYNAMICS_{k.upper()}" for k in missing)
+                raise ConfigError(
+                    f"{names} {'is' if len(missing) == 1 else 'are'} not set: add "
+                    f"{'it' if len(missing) == 1 else 'them'} to the config file (with Meltano: "
+                    f"`meltano config tap-dynamics set ...` or {envs})."
+                )
             url = normalize_environment_url(cfg["environment_url"])
             tokens = TokenProvider.from_config({**cfg, "environment_url": url})
             timeout = float(cfg.get("request_timeout") or 120)
@@ -325,22 +333,9 @@ class TapDynamics(Tap):
 
 
 def main() -> None:
-    """Console entry point: user-facing errors as one sentence, no traceback.
-
-    ``tap-dynamics login ...`` (also ``tap-dynamics --config FILE login``, as ``meltano invoke``
-    runs it) signs a user in (:mod:`tap_dynamics.login`); the SDK's command never sees it.
-    """
-    if is_login_command(sys.argv[1:]):
-        sys.exit(login_main(sys.argv[1:], prog="tap-dynamics", env_prefix="TAP_DYNAMICS_"))
-    try:
-        TapDynamics.cli()
-    except DynamicsError as err:
-        print(f"tap-dynamics: {err}", file=sys.stderr)
-        sys.exit(1)
-    except ConfigValidationError as err:
-        details = "; ".join(err.errors) if getattr(err, "errors", None) else str(err)
-        print(f"tap-dynamics: the configuration is not valid: {details}", file=sys.stderr)
-        sys.exit(1)
+    """Console entry point (``tap-dynamics``); ``tap-dynamics login`` signs a user in, also as
+    ``tap-dynamics --config FILE login`` (how ``meltano invoke`` runs it)."""
+    run_plugin(TapDynamics.cli, prog="tap-dynamics", env_prefix="TAP_DYNAMICS_")
 
 
 if __name__ == "__main__":

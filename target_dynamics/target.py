@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +11,6 @@ from pathlib import Path
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecReader
-from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from dynamics_api.auth import TokenProvider
@@ -20,7 +18,7 @@ from dynamics_api.cloud import normalize_environment_url
 from dynamics_api.errors import DynamicsError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata
-from tap_dynamics.login import is_login_command, login_main
+from tap_dynamics.entry import run_plugin
 from tap_dynamics.tap import CONNECTION_SETTINGS
 from target_dynamics.plan import StreamOptions, StreamPlan, build_plan, parse_stream_options
 from target_dynamics.report import DeadLetters, RunReport
@@ -303,18 +301,8 @@ class RunFailedError(DynamicsError):
 
 
 def main() -> None:
-    """Console entry point: user-facing errors as one sentence, no traceback."""
-    if is_login_command(sys.argv[1:]):
-        sys.exit(login_main(sys.argv[1:], prog="target-dynamics", env_prefix="TARGET_DYNAMICS_"))
-    try:
-        TargetDynamics.cli()
-    except DynamicsError as err:
-        print(f"target-dynamics: {err}", file=sys.stderr)
-        sys.exit(1)
-    except ConfigValidationError as err:
-        details = "; ".join(err.errors) if getattr(err, "errors", None) else str(err)
-        print(f"target-dynamics: the configuration is not valid: {details}", file=sys.stderr)
-        sys.exit(1)
+    """Console entry point (``target-dynamics``); ``target-dynamics login`` signs a user in."""
+    run_plugin(TargetDynamics.cli, prog="target-dynamics", env_prefix="TARGET_DYNAMICS_")
 
 
 if __name__ == "__main__":
