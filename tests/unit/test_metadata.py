@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import stat
-import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -450,15 +449,6 @@ def test_wanted_unknown_name_is_logged(caplog: pytest.LogCaptureFixture) -> None
         model = parse_metadata(CRM_SCHEMA, ["account", "new_nosuchtable"])
     assert "new_nosuchtable" not in model.entities
     assert "new_nosuchtable" in caplog.text
-
-
-def _best_of(runs: int, fn: Any) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def _peak_mib(fn: Any) -> float:
