@@ -308,7 +308,11 @@ def _delimiter_end(body: bytes, pos: int) -> tuple[int, bool] | None:
 
 def _split_multipart(body: bytes, boundary: str) -> Iterator[bytes]:
     """The parts of a multipart body (preamble and epilogue dropped)."""
-    delim = b"--" + boundary.encode("latin-1")
+    try:
+        delim = b"--" + boundary.encode("ascii")
+    except UnicodeEncodeError:
+        # RFC 2046 boundaries are ASCII; one that is not cannot delimit anything we sent.
+        raise BatchDecodeError("A batch response has a boundary that is not ASCII.") from None
     # Find the first delimiter: at the very start or at the start of a line.
     pos = 0
     start: int | None = None

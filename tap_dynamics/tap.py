@@ -14,7 +14,7 @@ from dynamics_api.errors import ConfigError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata, json_schema
 from tap_dynamics.client import DynamicsStream
-from tap_dynamics.entry import run_plugin
+from tap_dynamics.entry import SentenceConfigErrors, run_plugin
 from tap_dynamics.formatted import FormattedColumnError, extend_schema
 from tap_dynamics.selection import is_wildcard, resolve_custom_entities
 from tap_dynamics.streams import STANDARD_STREAMS
@@ -111,7 +111,7 @@ CONNECTION_SETTINGS = th.PropertiesList(
 )
 
 
-class TapDynamics(Tap):
+class TapDynamics(SentenceConfigErrors, Tap):
     """Extracts Dynamics 365 Customer Service tables from the Dataverse Web API."""
 
     name = "tap-dynamics"

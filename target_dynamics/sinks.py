@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from singer_sdk.sinks import BatchSink
 
 from dynamics_api.batch import BatchDecodeError, BatchOperation, decode_batch_response, encode_batch
-from dynamics_api.errors import ApiError
+from dynamics_api.errors import ApiError, error_hint
 from dynamics_api.http import RETRYABLE_STATUS, parse_retry_after
 from target_dynamics.plan import InvalidRecord, StreamPlan
 
@@ -188,6 +188,20 @@ class DynamicsSink(BatchSink):
                     written += 1
                     continue
                 status = res.status if res is not None else 0
+                if res is not None and status == 403:
+                    # A missing privilege fails every record of the table alike: stop the run
+                    # with the table and the role to grant (no STATE goes past these records,
+                    # so a rerun after the fix writes them), rather than dead-letter them all.
+                    code, message = res.error()
+                    raise ApiError(
+                        status=403,
+                        code=code,
+                        service_message=message or res.reason,
+                        method="PATCH",
+                        path=f"/{self.plan.entity_set}",
+                        entity=self.plan.table,
+                        hint=error_hint(403, code, message, method="PATCH", entity=self.plan.table),
+                    )
                 if (res is None or status in RETRYABLE_STATUS) and attempt < retries_left:
                     retry.append(item)
                     given = parse_retry_after(res.headers.get("retry-after")) if res else None

@@ -18,7 +18,7 @@ from dynamics_api.cloud import normalize_environment_url
 from dynamics_api.errors import DynamicsError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata
-from tap_dynamics.entry import run_plugin
+from tap_dynamics.entry import SentenceConfigErrors, run_plugin
 from tap_dynamics.tap import CONNECTION_SETTINGS
 from target_dynamics.plan import StreamOptions, StreamPlan, build_plan, parse_stream_options
 from target_dynamics.report import DeadLetters, RunReport
@@ -66,7 +66,7 @@ STREAM_OPTION_SCHEMA: dict[str, t.Any] = {
 }
 
 
-class TargetDynamics(Target):
+class TargetDynamics(SentenceConfigErrors, Target):
     """Writes Singer records into Dataverse tables by upsert PATCH requests grouped in $batch."""
 
     name = "target-dynamics"
