@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MATRIX_PATH = ROOT / "bench" / "fault-matrix.json"
+# The matrix goes to the working tree only when asked for (FAULT_MATRIX_OUT=bench/fault-matrix.json),
+# so a test run never changes a tracked file; otherwise to the build directory.
+MATRIX_PATH = Path(os.environ.get("FAULT_MATRIX_OUT") or ROOT / "build" / "fault-matrix.json")
 
 
 @dataclass
@@ -56,4 +59,5 @@ def fault_matrix() -> Iterator[FaultMatrix]:
     matrix = FaultMatrix()
     yield matrix
     if matrix.rows:
+        MATRIX_PATH.parent.mkdir(parents=True, exist_ok=True)
         MATRIX_PATH.write_text(json.dumps(matrix.as_json(), indent=2) + "\n")
