@@ -32,6 +32,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from bench.delta_bench import bench_delta
 from bench.discovery_bench import CRM_SCHEMA, bench_discovery
 from bench.tap_bench import bench_tap
 from dynamics_api.metadata import MetadataCache, parse_metadata
@@ -286,6 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         _print_section("target", target)
 
     if not args.quick:
+        print("\nchange tracking vs modifiedon: 100,000 accounts, 1% changed ...", flush=True)
+        delta = bench_delta(100_000)
+        results["delta"] = delta
+        _print_section(
+            "second run: change tracking vs modifiedon",
+            {f"{mode}_{k}": v for mode, d in delta["second_run"].items() for k, v in d.items()}
+            | {
+                "wildcard_discovery_crm_schema_s": delta["discovery_wildcard_crm_schema"][
+                    "seconds_whole_cli"
+                ]
+            },
+        )
+
         print("\ntap-ms-dynamics ...", flush=True)
         results["tap_ms_dynamics"] = bench_tap_ms_dynamics()
         _print_section(

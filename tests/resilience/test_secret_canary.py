@@ -2,8 +2,8 @@
 secrets (nor any access or refresh token the emulator issued) in stdout, stderr, the dead-letter file
 or the state.
 
-There is no ``tap-dynamics login`` command (yet): the delegated flow is exercised with a refresh
-token obtained from the emulator, as tests/integration/test_auth.py does.
+The delegated flow is exercised with a refresh token obtained from the emulator (as
+tests/integration/test_auth.py does) and through `tap-dynamics login --device-code`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,60 @@ from tests.tapharness import discover, run_tap, select
 from tests.targetharness import messages_text, record_message, run_target
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TAP_DYNAMICS_LOGLEVEL": "DEBUG", "TARGET_DYNAMICS_LOGLEVEL": "DEBUG"}
+
+
+def _login_paths(
+    emu: Emulator,
+    tmp: Path,
+    secret: str,
+    outputs: list[tuple[str, str]],
+    codes: dict[str, int],
+) -> list[str]:
+    """`tap-dynamics login --device-code` signing a user in (public client), and the same with
+    the confidential client's secret in the config (refused: device code needs a public client).
+    Returns the refresh tokens the sign-in stored."""
+    import re
+    import threading
+    import time
+
+    from tests.integration.test_login import _cli, _read_lines
+
+    cache = tmp / "login-cache.json"
+    for name, cfg in (
+        ("login-public", {"client_id": emu.public_client_id, "token_cache_path": str(cache)}),
+        ("login-confidential", {"client_secret": secret}),
+    ):
+        config = {**emu.tap_config(), **cfg}
+        if name == "login-public":
+            config.pop("client_secret")
+        path = tmp / f"{name}.json"
+        path.write_text(json.dumps(config))
+        proc = _cli(["login", "--device-code", "--config", str(path)], emu, DEBUG)
+        err: list[str] = []
+        out: list[str] = []
+        pumps = [
+            threading.Thread(target=_read_lines(proc.stderr, err), daemon=True),
+            threading.Thread(target=_read_lines(proc.stdout, out), daemon=True),
+        ]
+        for pump in pumps:
+            pump.start()
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            match = re.search(r"enter the code (\w+)", "".join(err))
+            if match:
+                assert emu.identity is not None
+                emu.identity.approve_device_code(match.group(1))
+                break
+            time.sleep(0.05)
+        codes[name] = proc.wait(60)
+        for pump in pumps:
+            pump.join(10)
+        outputs.append((f"{name} stdout", "".join(out)))
+        outputs.append((f"{name} stderr", "".join(err)))
+    assert codes["login-public"] == 0
+    assert codes["login-confidential"] != 0
+    stored = json.loads(cache.read_text()).get("RefreshToken", {})
+    return [entry["secret"] for entry in stored.values()]
 
 
 def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
@@ -127,11 +181,14 @@ def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
             },
         )
 
+        login_rts = _login_paths(emu, tmp_path, secret, outputs, codes)
+
     secrets = {
         "client secret": secret,
         "wrong client secret": wrong_secret,
         "fake refresh token": fake_rt,
         "real refresh token": real_rt,
+        **{f"login refresh token {i}": rt for i, rt in enumerate(login_rts)},
     }
     assert len(tokens) >= 3, "the spy saw too few access tokens: the runs did not authenticate"
     for i, token in enumerate(sorted(tokens)):
@@ -147,6 +204,6 @@ def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
     assert leaks == []
     # Each path really ran as intended: the successful ones succeeded, the failing ones failed.
     ok = {"about", "about-json", "discover", "sync", "sync-with-state", "delegated"}
-    ok |= {"target-about", "target-sync", "target-dry-run"}
+    ok |= {"target-about", "target-sync", "target-dry-run", "login-public"}
     assert {n for n, c in codes.items() if c == 0} == ok, codes
     assert any("DEBUG" in text for what, text in outputs if what.endswith("stderr"))
