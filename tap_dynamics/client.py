@@ -41,6 +41,15 @@ _decode = msgspec.json.Decoder(float_hook=Decimal).decode
 
 #: Pages fetched ahead while the current one is being written (network overlaps with output).
 PREFETCH_PAGES = 2
+
+
+class _Links(msgspec.Struct):
+    next: str | None = msgspec.field(default=None, name="@odata.nextLink")
+    delta: str | None = msgspec.field(default=None, name="@odata.deltaLink")
+
+
+# Reads just the two links of a page, skipping the rows without building them.
+_links = msgspec.json.Decoder(_Links).decode
 #: The smallest page asked for when the service finds pages too big (0x80040216).
 MIN_PAGE_SIZE = 50
 RESPONSE_TOO_BIG = "0x80040216"
@@ -191,10 +200,10 @@ class DynamicsStream(Stream):
 
     def _fetch(
         self, url: str, params: str | None, *, track_changes: bool
-    ) -> tuple[list[dict[str, t.Any]], str | None, str | None]:
-        """One page: (rows, next link, delta link). A page too big for the service is asked
-        for again with a smaller page size; the paging cookie is a position, not a page number,
-        so no row is skipped or repeated."""
+    ) -> tuple[bytes, str | None, str | None]:
+        """One page: (its raw JSON body, next link, delta link). A page too big for the service
+        is asked for again with a smaller page size; the paging cookie is a position, not a page
+        number, so no row is skipped or repeated."""
         while True:
             headers = {"Prefer": self.prefer_header(track_changes=track_changes)}
             try:
@@ -225,8 +234,11 @@ class DynamicsStream(Stream):
                 )
                 self._page_size = smaller
                 continue
-            body = _decode(resp.content)
-            return body.get("value", []), body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+            content = resp.content
+            # Only the links are read here (the fetching thread); the rows are decoded by the
+            # thread that writes them, so pages wait in the queue as compact bytes.
+            links = _links(content)
+            return content, links.next, links.delta
 
     def _pages(
         self, first_url: str, params: str | None, *, track_changes: bool = False
@@ -241,8 +253,8 @@ class DynamicsStream(Stream):
             p = params
             try:
                 while url and not stop.is_set():
-                    rows, nxt, delta = self._fetch(url, p, track_changes=track_changes)
-                    results.put(("page", (rows, delta)))
+                    content, nxt, delta = self._fetch(url, p, track_changes=track_changes)
+                    results.put(("page", (content, delta)))
                     url, p = nxt, None  # the next link is used as given
                 results.put(("done", None))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
@@ -254,7 +266,8 @@ class DynamicsStream(Stream):
             while True:
                 kind, item = results.get()
                 if kind == "page":
-                    yield item
+                    content, delta = item
+                    yield _decode(content).get("value", []), delta
                 elif kind == "done":
                     return
                 else:
