@@ -199,6 +199,8 @@ class DataService:
             return self._service_document(req, res)
         if seg == "WhoAmI" or seg == "WhoAmI()":
             return self._whoami(req, res)
+        if seg == "EntityDefinitions":
+            return self._string_lengths(req, res)
         entity = self.model.by_set(seg)
         if entity is None or entity.abstract:
             raise ODataError(404, "0x80060888", f"Resource not found for the segment '{seg}'.")
@@ -303,6 +305,57 @@ class DataService:
                 "BusinessUnitId": str(uuid.uuid5(uuid.NAMESPACE_URL, "businessunit")),
                 "UserId": uid,
                 "OrganizationId": str(uuid.uuid5(uuid.NAMESPACE_URL, "organization")),
+            },
+        )
+
+    def _string_lengths(self, req: Request, res: ResourcePath) -> Response:
+        """The one metadata query the emulator answers besides $metadata: the MaxLength of a
+        table's text columns (which CSDL does not carry), as
+        ``EntityDefinitions(LogicalName='x')/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata``
+        (or ``MemoAttributeMetadata``) with ``$select=LogicalName,MaxLength``."""
+        casts = {
+            "Microsoft.Dynamics.CRM.StringAttributeMetadata": "string",
+            "Microsoft.Dynamics.CRM.MemoAttributeMetadata": "memo",
+        }
+        key = res.key or {}
+        if (
+            req.method != "GET"
+            or list(key) != ["LogicalName"]
+            or len(res.rest) != 2
+            or (res.rest[0] != "Attributes" or res.rest[1] not in casts)
+        ):
+            raise ODataError(
+                400,
+                NOT_SUPPORTED,
+                "This emulator answers only EntityDefinitions(LogicalName='<table>')/Attributes/"
+                "Microsoft.Dynamics.CRM.StringAttributeMetadata (or MemoAttributeMetadata).",
+            )
+        entity = self.model.entities.get(str(key["LogicalName"]))
+        if entity is None:
+            raise ODataError(
+                404,
+                "0x80094005",
+                f"Could not find table with name '{key['LogicalName']}'.",
+            )
+        kind = casts[res.rest[1]]
+        value = [
+            {
+                "LogicalName": a.name,
+                "MaxLength": a.max_length,
+                "MetadataId": str(
+                    uuid.uuid5(uuid.NAMESPACE_URL, f"{entity.logical_name}.{a.name}")
+                ),
+            }
+            for a in entity.attributes.values()
+            if a.type == kind and a.max_length is not None
+        ]
+        base = self._api_base(req, res)
+        return json_response(
+            200,
+            {
+                "@odata.context": f"{base}/$metadata#EntityDefinitions('{entity.logical_name}')"
+                f"/Attributes/{res.rest[1]}(LogicalName,MaxLength)",
+                "value": value,
             },
         )
 

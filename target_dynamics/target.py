@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import typing as t
@@ -155,6 +156,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
         self._lock = threading.RLock()
         self._client: DataverseClient | None = None
         self._model: EntityModel | None = None
+        self._lengths_done: set[str] = set()
         self._plans: dict[str, StreamPlan] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: threading.BoundedSemaphore | None = None
@@ -251,6 +253,30 @@ class TargetDynamics(SentenceConfigErrors, Target):
                 )
             return self._model
 
+    def _add_string_lengths(self, table: str) -> None:
+        """Text columns' maximum lengths, which ``$metadata`` does not carry, from the
+        EntityDefinitions API, so over-long values are dead-lettered before they are sent. When
+        the lengths cannot be read, the service's own length error still dead-letters them."""
+        model = self.model()
+        entity = model.entities.get(table)
+        if entity is None or table in self._lengths_done:
+            return
+        self._lengths_done.add(table)
+        for cast in ("StringAttributeMetadata", "MemoAttributeMetadata"):
+            path = (
+                f"EntityDefinitions(LogicalName='{table}')/Attributes/Microsoft.Dynamics.CRM.{cast}"
+            )
+            try:
+                body = self.client.get_json(path, params="$select=LogicalName,MaxLength")
+            except DynamicsError as err:
+                self.logger.info("Text column lengths of '%s' not available: %s", table, err)
+                return
+            for item in body.get("value", []):
+                name, limit = item.get("LogicalName"), item.get("MaxLength")
+                prop = entity.properties.get(str(name))
+                if prop is not None and isinstance(limit, int) and limit > 0:
+                    entity.properties[str(name)] = dataclasses.replace(prop, max_length=limit)
+
     def plan_for(self, stream_name: str) -> StreamPlan:
         """The compiled write plan of a stream.
 
@@ -263,11 +289,14 @@ class TargetDynamics(SentenceConfigErrors, Target):
         with self._lock:
             if self._plans is None:
                 model = self.model()
-                self._plans = {
-                    name: build_plan(name, opts, model) for name, opts in self.options.items()
-                }
+                plans = {}
+                for name, opts in self.options.items():
+                    self._add_string_lengths(opts.entity or name)
+                    plans[name] = build_plan(name, opts, model)
+                self._plans = plans
             plan = self._plans.get(stream_name)
             if plan is None:
+                self._add_string_lengths(stream_name)
                 plan = build_plan(stream_name, StreamOptions(), self.model())
                 self._plans[stream_name] = plan
             return plan

@@ -402,3 +402,24 @@ def test_default_page_is_5000_rows_without_prefer() -> None:
         assert "@odata.nextLink" not in rest
         top = client.get("accounts?$select=name&$top=7").json()
         assert len(top["value"]) == 7
+
+
+def test_entitydefinitions_string_lengths(api: WebApi) -> None:
+    path = (
+        "EntityDefinitions(LogicalName='account')/Attributes/"
+        "Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=LogicalName,MaxLength"
+    )
+    body = api.get(path).json()
+    lengths = {v["LogicalName"]: v["MaxLength"] for v in body["value"]}
+    assert lengths["name"] == 160
+    assert lengths["accountnumber"] == 20
+    memo = api.get(path.replace("StringAttributeMetadata", "MemoAttributeMetadata")).json()
+    assert {v["LogicalName"] for v in memo["value"]} >= {"description"}
+    assert (
+        api.get(
+            "EntityDefinitions(LogicalName='nosuch')/Attributes/"
+            "Microsoft.Dynamics.CRM.StringAttributeMetadata"
+        ).status_code
+        == 404
+    )
+    assert api.get("EntityDefinitions").status_code == 400  # not emulated: a clear 400

@@ -80,9 +80,18 @@ def test_validation_and_service_failures_are_dead_lettered(
     assert "GUID" in dead("ACC-000014")["message"]
     assert "missing" in dead(None)["message"]
     assert "nosuchtable" in dead("ACC-000015")["message"]
-    for number in ("ACC-000011", "ACC-000012", "ACC-000013", "ACC-000014", "ACC-000015"):
+    # Over the column's length: known from EntityDefinitions (CSDL has no MaxLength), so caught
+    # before sending, like the other invalid records.
+    assert "longer than 160 characters" in dead("ACC-000016")["message"]
+    for number in (
+        "ACC-000011",
+        "ACC-000012",
+        "ACC-000013",
+        "ACC-000014",
+        "ACC-000015",
+        "ACC-000016",
+    ):
         assert dead(number)["code"] == "invalid" and dead(number)["status"] is None
-    assert (dead("ACC-000016")["status"], dead("ACC-000016")["code"]) == (400, "0x80044331")
     assert (dead("ACC-000017")["status"], dead("ACC-000017")["code"]) == (400, "0x8004431A")
     assert (dead("ACC-000018")["status"], dead("ACC-000018")["code"]) == (404, "0x80040217")
     assert dead("ACC-000016")["record"]["name"] == "x" * 200  # the user's data is kept
@@ -90,8 +99,8 @@ def test_validation_and_service_failures_are_dead_lettered(
         set(d) == {"stream", "record", "status", "code", "message", "key", "time"}
         for d in run.dead_letters
     )
-    # Invalid records never reached the service: one batch of the 4 valid-looking ones.
-    assert [b.batch_operations for b in _batches(emu)] == [4]
+    # Invalid records never reached the service: one batch of the 3 valid-looking ones.
+    assert [b.batch_operations for b in _batches(emu)] == [3]
     assert _account_by_number(emu, "ACC-000010")["industrycode"] == 2  # type: ignore[index]
     assert emu.client_secret not in run.stderr + json.dumps(run.dead_letters)
     # Every record was written or dead-lettered: the STATE is released.
@@ -118,8 +127,10 @@ def test_dry_run_writes_nothing(fresh_emulator: Emulator, tmp_path: Path) -> Non
         config={**BY_NUMBER, "dry_run": True, "max_failed_records": 100},
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert [e.method for e in emu.requests()] == ["GET"]  # $metadata only
-    assert len(run.dead_letters) == 6  # the invalid ones; nothing was sent
+    # Reads only: $metadata, and the text column lengths from EntityDefinitions.
+    assert [e.method for e in emu.requests()] == ["GET", "GET", "GET"]
+    assert not [e for e in emu.requests() if "$batch" in e.path]
+    assert len(run.dead_letters) == 7  # the invalid ones (the over-long name too); nothing sent
     assert "Dry run summary" in run.stderr
 
 

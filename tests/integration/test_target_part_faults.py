@@ -43,8 +43,11 @@ def test_throttled_and_failed_parts_are_retried_alone(
     assert _written(emu) == {f"PART-{i:04d}": i for i in range(120)}
     batches = [e for e in emu.requests("/$batch") if e.method == "POST"]
     ops = [e.batch_operations or 0 for e in batches]
-    # 120 records in batches of 50, plus one small batch holding just the two retried parts.
-    assert sorted(ops) == [2, 20, 50, 50]
+    # 120 records in batches of 50, and the two retried parts sent again on their own (in one
+    # or two small batches: the first two batches run in parallel): 122 operations in all.
+    assert sum(ops) == 122
+    assert sorted(ops)[-3:] == [20, 50, 50]
+    assert len(ops) in (4, 5)
     assert len(emu.part_faults.injected) == 2
 
 
