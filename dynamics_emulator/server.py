@@ -80,6 +80,9 @@ class EmulatorOptions:
     access_token_lifetime: int = 3599
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     log_limit: int = 100_000
+    #: Extra host names the emulator answers as (in its certificate, token audiences and links),
+    #: e.g. a sovereign-cloud org host and its login host, for tests that resolve them to it.
+    hostnames: tuple[str, ...] = ()
 
 
 class Emulator:
@@ -121,7 +124,7 @@ class Emulator:
             workdir = Path(opts.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        self.tls = create_tls_files(workdir, hosts=_hosts_for(opts.host))
+        self.tls = create_tls_files(workdir, hosts=(*_hosts_for(opts.host), *opts.hostnames))
         self.model = self._load_model()
         self.store = Store(self.model, opts.store_path)
         self._seed()
@@ -317,8 +320,8 @@ class Emulator:
 
     def _caller_for(self, token: str) -> Caller | None:
         assert self.identity is not None
-        info = self.identity.validate_access_token(token, resource=self.url)
-        if info is None:
+        info = self.identity.validate_access_token(token)
+        if info is None or not self._is_own_resource(info.resource):
             return None
         if info.user_object_id is None:
             return Caller(info.client_id, self._app_user)
@@ -327,6 +330,19 @@ class Emulator:
             self._user_map.get(info.user_object_id, self._app_user),
             info.user_object_id,
         )
+
+    def _is_own_resource(self, resource: str) -> bool:
+        """A token's audience names this organisation: its URL, or one of its host aliases."""
+        if resource.rstrip("/") == self.url:
+            return True
+        return (urlsplit(resource).hostname or "") in self.options.hostnames
+
+    def _base_url_for(self, headers: Mapping[str, str]) -> str:
+        """Links name the host the client used when it is one of the emulator's aliases."""
+        host = headers.get("host", "")
+        if host.split(":")[0] in self.options.hostnames:
+            return f"https://{host}"
+        return self.url
 
     def _challenge(self) -> Response:
         err = ODataError(401, "", "")
@@ -366,7 +382,7 @@ class Emulator:
                     headers=headers,
                     body=body,
                     caller=caller,
-                    base_url=self.url,
+                    base_url=self._base_url_for(headers),
                 )
                 res = self.service.handle(req)
             finally:
