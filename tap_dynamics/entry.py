@@ -4,6 +4,7 @@ with exit code 1 (no traceback)."""
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import typing as t
 
@@ -14,8 +15,25 @@ from dynamics_api.errors import ConfigError, DynamicsError
 from tap_dynamics.login import is_login_command, login_main
 
 
+def steady_large_allocations() -> None:
+    """Keep big buffers (a 5,000-row page is about 17 MB) out of the heap on glibc.
+
+    glibc raises its mmap threshold after each large free, so later page buffers come from the
+    heap and fragment it: peak RSS then creeps up with the number of pages. A fixed threshold
+    keeps every large buffer mmapped and returned whole. No effect elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: 1 MiB, fixed
+    except (OSError, AttributeError):
+        return
+
+
 def run_plugin(cli: t.Callable[[], t.Any], *, prog: str, env_prefix: str) -> None:
     """Run ``cli`` (a plugin's click command) as the process's main command."""
+    steady_large_allocations()
     if is_login_command(sys.argv[1:]):
         sys.exit(login_main(sys.argv[1:], prog=prog, env_prefix=env_prefix))
     try:
