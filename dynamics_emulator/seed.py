@@ -1312,7 +1312,7 @@ def _any_email(rand: Callable[[], float]) -> str:
     return f"{f}.{la}@{_pick(_STEMS, rand)[1]}.com"
 
 
-def _state_rules(entity: Entity) -> list[tuple[int, tuple[int, ...], float]]:
+def state_rules(entity: Entity) -> list[tuple[int, tuple[int, ...], float]]:
     """(statecode, allowed statuscodes, weight) for the table, restricted to its options."""
     state = next((a for a in entity.attributes.values() if a.type == "state"), None)
     status = next((a for a in entity.attributes.values() if a.type == "status"), None)
@@ -1588,7 +1588,7 @@ class _Plan:
             return
         ps = self.take(st.name) if st else None
         pss = self.take(ss.name) if ss else None
-        rules = _state_rules(e)
+        rules = state_rules(e)
         pick = _Weighted(rules, [w for _, _, w in rules])
         first = rules[0][0]
         now = self.now

@@ -26,6 +26,7 @@ from .faults import FaultInjector
 from .model import Attribute, Entity, Model
 from .odata_query import parse_filter, parse_orderby, parse_select, parse_top
 from .resource import GUID_RE, ResourcePath, format_key, split_api_path
+from .seed import state_rules
 from .store import Store, delta_token, parse_delta_token, q, utc_now_text
 from .wire import (
     DUPLICATE_KEY,
@@ -309,13 +310,19 @@ class DataService:
         )
 
     def _string_lengths(self, req: Request, res: ResourcePath) -> Response:
-        """The one metadata query the emulator answers besides $metadata: the MaxLength of a
-        table's text columns (which CSDL does not carry), as
-        ``EntityDefinitions(LogicalName='x')/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata``
-        (or ``MemoAttributeMetadata``) with ``$select=LogicalName,MaxLength``."""
+        """The metadata queries the emulator answers besides $metadata, on
+        ``EntityDefinitions(LogicalName='x')/Attributes/Microsoft.Dynamics.CRM.<cast>``:
+
+        * ``StringAttributeMetadata`` / ``MemoAttributeMetadata`` with
+          ``$select=LogicalName,MaxLength``: text columns' lengths (which CSDL does not carry);
+        * ``StateAttributeMetadata`` with
+          ``$select=LogicalName&$expand=OptionSet($select=Options)``:
+          the table's states, each with its ``DefaultStatus`` and ``InvariantName``.
+        """
         casts = {
             "Microsoft.Dynamics.CRM.StringAttributeMetadata": "string",
             "Microsoft.Dynamics.CRM.MemoAttributeMetadata": "memo",
+            "Microsoft.Dynamics.CRM.StateAttributeMetadata": "state",
         }
         key = res.key or {}
         if (
@@ -328,7 +335,8 @@ class DataService:
                 400,
                 NOT_SUPPORTED,
                 "This emulator answers only EntityDefinitions(LogicalName='<table>')/Attributes/"
-                "Microsoft.Dynamics.CRM.StringAttributeMetadata (or MemoAttributeMetadata).",
+                "Microsoft.Dynamics.CRM.StringAttributeMetadata (or MemoAttributeMetadata, "
+                "StateAttributeMetadata).",
             )
         entity = self.model.entities.get(str(key["LogicalName"]))
         if entity is None:
@@ -338,6 +346,22 @@ class DataService:
                 f"Could not find table with name '{key['LogicalName']}'.",
             )
         kind = casts[res.rest[1]]
+        base = self._api_base(req, res)
+        context = (
+            f"{base}/$metadata#EntityDefinitions('{entity.logical_name}')/Attributes/{res.rest[1]}"
+        )
+        if kind == "state":
+            return json_response(
+                200,
+                {
+                    "@odata.context": context + "(LogicalName,OptionSet(Options))",
+                    "value": [
+                        self._state_metadata(entity, a)
+                        for a in entity.attributes.values()
+                        if a.type == "state"
+                    ],
+                },
+            )
         value = [
             {
                 "LogicalName": a.name,
@@ -349,15 +373,33 @@ class DataService:
             for a in entity.attributes.values()
             if a.type == kind and a.max_length is not None
         ]
-        base = self._api_base(req, res)
         return json_response(
-            200,
-            {
-                "@odata.context": f"{base}/$metadata#EntityDefinitions('{entity.logical_name}')"
-                f"/Attributes/{res.rest[1]}(LogicalName,MaxLength)",
-                "value": value,
-            },
+            200, {"@odata.context": context + "(LogicalName,MaxLength)", "value": value}
         )
+
+    def _state_metadata(self, entity: Entity, state: Attribute) -> dict[str, Any]:
+        """A StateAttributeMetadata item: each state with the status a row gets by default
+        when it enters that state (the first status of the state, as the seed data has them)."""
+        defaults = {s: allowed[0] for s, allowed, _ in state_rules(entity)}
+        options = []
+        for value, label in sorted((state.options or {}).items()):
+            options.append(
+                {
+                    "Value": value,
+                    "DefaultStatus": defaults.get(value),
+                    "InvariantName": label.replace(" ", ""),
+                    "Label": {
+                        "LocalizedLabels": [{"Label": label, "LanguageCode": 1033}],
+                        "UserLocalizedLabel": {"Label": label, "LanguageCode": 1033},
+                    },
+                }
+            )
+        meta = uuid.uuid5(uuid.NAMESPACE_URL, f"{entity.logical_name}.{state.name}")
+        return {
+            "LogicalName": state.name,
+            "MetadataId": str(meta),
+            "OptionSet": {"MetadataId": str(uuid.uuid5(meta, "optionset")), "Options": options},
+        }
 
     # -- reads ---------------------------------------------------------------------------------
 

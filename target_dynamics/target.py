@@ -16,6 +16,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from dynamics_api.auth import TokenProvider
 from dynamics_api.cloud import normalize_environment_url
+from dynamics_api.entitydefs import text_lengths
 from dynamics_api.errors import DynamicsError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata
@@ -262,20 +263,15 @@ class TargetDynamics(SentenceConfigErrors, Target):
         if entity is None or table in self._lengths_done:
             return
         self._lengths_done.add(table)
-        for cast in ("StringAttributeMetadata", "MemoAttributeMetadata"):
-            path = (
-                f"EntityDefinitions(LogicalName='{table}')/Attributes/Microsoft.Dynamics.CRM.{cast}"
-            )
-            try:
-                body = self.client.get_json(path, params="$select=LogicalName,MaxLength")
-            except DynamicsError as err:
-                self.logger.info("Text column lengths of '%s' not available: %s", table, err)
-                return
-            for item in body.get("value", []):
-                name, limit = item.get("LogicalName"), item.get("MaxLength")
-                prop = entity.properties.get(str(name))
-                if prop is not None and isinstance(limit, int) and limit > 0:
-                    entity.properties[str(name)] = dataclasses.replace(prop, max_length=limit)
+        try:
+            lengths = text_lengths(self.client, table)
+        except DynamicsError as err:
+            self.logger.info("Text column lengths of '%s' not available: %s", table, err)
+            return
+        for name, limit in lengths.items():
+            prop = entity.properties.get(name)
+            if prop is not None:
+                entity.properties[name] = dataclasses.replace(prop, max_length=limit)
 
     def plan_for(self, stream_name: str) -> StreamPlan:
         """The compiled write plan of a stream.

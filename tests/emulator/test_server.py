@@ -423,3 +423,25 @@ def test_entitydefinitions_string_lengths(api: WebApi) -> None:
         == 404
     )
     assert api.get("EntityDefinitions").status_code == 400  # not emulated: a clear 400
+
+
+def test_entitydefinitions_states(api: WebApi) -> None:
+    """StateAttributeMetadata: each state with its default status, as the service answers it."""
+    path = (
+        "EntityDefinitions(LogicalName='{}')/Attributes/Microsoft.Dynamics.CRM."
+        "StateAttributeMetadata?$select=LogicalName&$expand=OptionSet($select=Options)"
+    )
+    body = api.get(path.format("account")).json()
+    assert [v["LogicalName"] for v in body["value"]] == ["statecode"]
+    options = {o["Value"]: o for o in body["value"][0]["OptionSet"]["Options"]}
+    assert options[0]["InvariantName"] == "Active" and options[0]["DefaultStatus"] == 1
+    assert options[1]["InvariantName"] == "Inactive" and options[1]["DefaultStatus"] == 2
+    assert options[1]["Label"]["UserLocalizedLabel"]["Label"] == "Inactive"
+    cases = api.get(path.format("incident")).json()["value"][0]["OptionSet"]["Options"]
+    assert [(o["InvariantName"], o["DefaultStatus"]) for o in cases] == [
+        ("Active", 1),
+        ("Resolved", 5),
+        ("Cancelled", 6),
+    ]
+    # A table without statecode answers an empty list, as the service does.
+    assert api.get(path.format("team")).json()["value"] == []
