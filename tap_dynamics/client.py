@@ -18,13 +18,16 @@ from decimal import Decimal
 import msgspec
 import singer_sdk.singerlib as singer
 from singer_sdk import Stream
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib import CatalogEntry
 
-from dynamics_api.errors import ApiError
+from dynamics_api.errors import ApiError, ConfigError
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
+from tap_dynamics.batches import write_batches
 from tap_dynamics.formatted import (
     formatted_columns,
     make_row_transform,
@@ -416,6 +419,33 @@ class DynamicsStream(Stream):
                 latest = row["modifiedon"]
             yield row
         state["fallback_modifiedon"] = latest
+
+    def get_batches(
+        self, batch_config: BatchConfig, context: t.Mapping[str, t.Any] | None = None
+    ) -> Iterator[tuple[BaseBatchFileEncoding, list[str]]]:
+        """Batch files with the records the RECORD messages would carry (the stream map
+        applied); the SDK then emits a BATCH message per file and the STATE after it."""
+        maps = [m for m in self.stream_maps if not isinstance(m, RemoveRecordTransform)]
+        if len(maps) > 1:
+            raise ConfigError(
+                f"batch_config cannot be combined with stream maps that copy stream "
+                f"'{self.name}' into several streams ({', '.join(m.stream_alias for m in maps)}): "
+                "the same files would be announced for each; remove batch_config or the copies."
+            )
+        if not maps:
+            return
+        transform = maps[0].transform
+        mapped = (
+            out
+            for record in self._sync_records(
+                dict(context) if context else None, write_messages=False
+            )
+            if (out := transform(record)) is not None
+        )
+        for manifest in write_batches(
+            mapped, batch_config, tap_name=self.tap_name, stream_name=self.name
+        ):
+            yield batch_config.encoding, manifest
 
     def _generate_record_messages(
         self, record: dict[str, t.Any]

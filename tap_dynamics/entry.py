@@ -9,7 +9,7 @@ import sys
 import typing as t
 
 import jsonschema
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, MappingError
 
 from dynamics_api.errors import ConfigError, DynamicsError
 from tap_dynamics.login import is_login_command, login_main
@@ -44,6 +44,12 @@ def run_plugin(cli: t.Callable[[], t.Any], *, prog: str, env_prefix: str) -> Non
     except ConfigValidationError as err:
         details = "; ".join(err.errors) if getattr(err, "errors", None) else str(err)
         print(f"{prog}: the configuration is not valid: {details}", file=sys.stderr)
+        sys.exit(1)
+    except MappingError as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+        print(
+            f"{prog}: a stream map cannot be applied ({first}); fix stream_maps.", file=sys.stderr
+        )
         sys.exit(1)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from dynamics_api.auth import TokenProvider
 from dynamics_api.cloud import normalize_environment_url
@@ -117,6 +118,18 @@ class TapDynamics(SentenceConfigErrors, Tap):
     name = "tap-dynamics"
     package_name = "tap-dynamics"
     message_writer_class = FastWriter
+    # No ACTIVATE_VERSION: every stream is incremental (modifiedon) or read through change
+    # tracking, and rows deleted at source are reported as records with _sdc_deleted_at.
+    capabilities: t.ClassVar[list[t.Any]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.BATCH,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
 
     config_jsonschema = th.PropertiesList(
         *CONNECTION_SETTINGS,

@@ -27,16 +27,19 @@ def _default(value: t.Any) -> t.Any:
 _fallback = msgspec.json.Encoder(decimal_format="number", enc_hook=_default)
 
 
+def dumps(data: t.Any) -> bytes:
+    """One JSON document, as every message and batch file line is written."""
+    try:
+        return _encoder.encode(data)
+    except TypeError:
+        return _fallback.encode(data)
+
+
 class FastWriter(GenericSingerWriter[bytes, Message]):
     """Writes Singer messages as JSON lines."""
 
     def serialize_message(self, message: Message) -> bytes:
-        data = message.to_dict()
-        try:
-            out = _encoder.encode(data)
-        except TypeError:
-            out = _fallback.encode(data)
-        return out + b"\n"
+        return dumps(message.to_dict()) + b"\n"
 
     def write_message(self, message: Message) -> None:
         out = sys.stdout.buffer

@@ -28,6 +28,8 @@ from dynamics_api.metadata import EntityModel, EntityType, Lookup, Property
 from dynamics_api.odata import is_guid, key_segment, literal
 
 __all__ = [
+    "DELETED_AT",
+    "DELETE_MODES",
     "InvalidRecord",
     "LookupTarget",
     "StreamOptions",
@@ -37,6 +39,9 @@ __all__ = [
 ]
 
 MODES = ("upsert", "update", "create")
+#: What a record deleted at source (``_sdc_deleted_at`` set) does to its row.
+DELETE_MODES = ("skip", "hard", "deactivate")
+DELETED_AT = "_sdc_deleted_at"
 LOOKUP_LOGICAL_NAME = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 _MODE_HEADERS: dict[str, dict[str, str]] = {
     "upsert": {},
@@ -75,6 +80,7 @@ class StreamOptions:
     key: tuple[str, ...] | None = None  # None: the primary id
     mode: str = "upsert"
     lookups: Mapping[str, LookupTarget] = field(default_factory=dict)
+    delete_mode: str | None = None  # None: the target's delete_mode setting
 
 
 def parse_stream_options(raw: Mapping[str, Any]) -> dict[str, StreamOptions]:
@@ -87,7 +93,7 @@ def parse_stream_options(raw: Mapping[str, Any]) -> dict[str, StreamOptions]:
     if not isinstance(raw, Mapping):
         raise ConfigError("The setting stream_options must be an object keyed by stream name.")
     out: dict[str, StreamOptions] = {}
-    allowed = {"entity", "key", "mode", "lookups"}
+    allowed = {"entity", "key", "mode", "lookups", "delete_mode"}
     for stream, opts in raw.items():
         where = f"stream_options.{stream}"
         if not isinstance(opts, Mapping):
@@ -96,7 +102,7 @@ def parse_stream_options(raw: Mapping[str, Any]) -> dict[str, StreamOptions]:
         if extra:
             raise ConfigError(
                 f"The setting {where} has unknown option(s) {', '.join(extra)}; use entity, "
-                "key, mode and lookups."
+                "key, mode, lookups and delete_mode."
             )
         entity = opts.get("entity")
         if entity is not None and (not isinstance(entity, str) or not entity.strip()):
@@ -117,6 +123,11 @@ def parse_stream_options(raw: Mapping[str, Any]) -> dict[str, StreamOptions]:
         mode = opts.get("mode", "upsert")
         if mode not in MODES:
             raise ConfigError(f"The setting {where}.mode must be one of upsert, update, create.")
+        delete_mode = opts.get("delete_mode")
+        if delete_mode is not None and delete_mode not in DELETE_MODES:
+            raise ConfigError(
+                f"The setting {where}.delete_mode must be one of skip, hard, deactivate."
+            )
         lookups: dict[str, LookupTarget] = {}
         raw_lookups = opts.get("lookups") or {}
         if not isinstance(raw_lookups, Mapping):
@@ -139,7 +150,9 @@ def parse_stream_options(raw: Mapping[str, Any]) -> dict[str, StreamOptions]:
                 raise ConfigError(
                     f"The setting {where}.lookups.{fld} must be a table name or {{table, key}}."
                 )
-        out[stream] = StreamOptions(entity.strip().lower() if entity else None, key, mode, lookups)
+        out[stream] = StreamOptions(
+            entity.strip().lower() if entity else None, key, mode, lookups, delete_mode
+        )
     return out
 
 
@@ -398,6 +411,9 @@ class StreamPlan:
     read_only: frozenset[str]
     lookups: dict[str, _LookupPlan]
     headers: dict[str, str]
+    delete_mode: str = "skip"
+    #: (statecode, statuscode) that deactivate a row, for ``delete_mode: deactivate``.
+    inactive: tuple[int, int] | None = None
 
     @property
     def table(self) -> str:
@@ -413,6 +429,57 @@ class StreamPlan:
                 value = record.get(col[1:-6])
             out[col] = value
         return out
+
+    def identities(self, record: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """What names the record's row, normalised as the service compares keys (GUIDs and
+        strings without case): records sharing one of these must be applied in input order."""
+        out: list[tuple[str, Any]] = []
+        values = tuple(_normal(v) for v in self.key_of(record).values())
+        if None not in values:
+            out.append(("key", values))
+        pid = self.entity.primary_id
+        if not self.primary and pid is not None and record.get(pid) is not None:
+            out.append(("id", _normal(record.get(pid))))
+        return tuple(out)
+
+    def delete_operation(self, record: Mapping[str, Any]) -> tuple[BatchOperation, dict[str, Any]]:
+        """What a record deleted at source (``_sdc_deleted_at`` set) does to its row, by the
+        stream's ``delete_mode``: ``DELETE`` (hard) or an update to the inactive state
+        (deactivate, ``If-Match: *`` so that a missing row is not created).
+
+        Raises:
+            InvalidRecord: the record does not name a row.
+        """
+        segment, key = self._delete_address(record)
+        url = self.entity_set + segment
+        if self.delete_mode == "hard":
+            return BatchOperation("DELETE", url), key
+        if self.delete_mode == "deactivate" and self.inactive is not None:
+            state, status = self.inactive
+            body = _encoder.encode({"statecode": state, "statuscode": status})
+            return BatchOperation("PATCH", url, {"If-Match": "*"}, body), key
+        raise ValueError(f"no delete operation in delete_mode {self.delete_mode}")
+
+    def _delete_address(self, record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """By the stream's key; or by the table's primary id when the record carries only that
+        (change-tracking taps emit a deletion as the id alone)."""
+        key = self.key_of(record)
+        types = self.key_types
+        if any(v is None for v in key.values()):
+            pid = self.entity.primary_id
+            if self.primary or pid is None or record.get(pid) is None:
+                missing = [c for c, v in key.items() if v is None]
+                raise InvalidRecord(f"key column(s) {', '.join(missing)} missing or null")
+            key = {pid: record.get(pid)}
+            types = {pid: "Edm.Guid"}
+        if len(key) == 1 and types.get(next(iter(key))) == "Edm.Guid":
+            ((col, value),) = key.items()
+            if not is_guid(value):
+                raise InvalidRecord(f"key column '{col}' is not a GUID")
+        try:
+            return key_segment(key, types), key
+        except (ValueError, TypeError) as exc:
+            raise InvalidRecord(f"the key cannot be written: {exc}") from None
 
     def operation(self, record: Mapping[str, Any]) -> tuple[BatchOperation, dict[str, Any]]:
         """The PATCH operation that writes ``record``, and its key.
@@ -504,11 +571,36 @@ class StreamPlan:
         payload[f"{target.nav}@odata.bind"] = f"/{target.entity_set}{ref}"
 
 
-def build_plan(stream: str, options: StreamOptions, model: EntityModel) -> StreamPlan:
+def _normal(value: Any) -> Any:
+    """A key value as the service compares it: strings (GUIDs too) without case."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        return value.casefold()
+    return value
+
+
+def build_plan(
+    stream: str,
+    options: StreamOptions,
+    model: EntityModel,
+    *,
+    delete_mode: str = "skip",
+    inactive: tuple[int, int] | None = None,
+) -> StreamPlan:
     """Compile a stream's plan from the metadata.
 
+    Args:
+        stream: the stream's name.
+        options: its ``stream_options`` entry.
+        model: the environment's tables.
+        delete_mode: the target's ``delete_mode`` (the stream's own option wins).
+        inactive: (statecode, statuscode) of the table's Inactive state, when it has one;
+            required for ``delete_mode: deactivate``.
+
     Raises:
-        ConfigError: the table is unknown, the key is not declared, a lookup is misconfigured.
+        ConfigError: the table is unknown, the key is not declared, a lookup is misconfigured,
+            or the table cannot be deactivated.
     """
     where = f"stream_options.{stream}"
     table = options.entity or stream.strip().lower()
@@ -573,6 +665,12 @@ def build_plan(stream: str, options: StreamOptions, model: EntityModel) -> Strea
         key_types[col] = prop.edm_type
         if col not in columns and col not in lookups:
             columns[col] = _converter(prop)
+    mode_for_deletes = options.delete_mode or delete_mode
+    if mode_for_deletes == "deactivate" and inactive is None:
+        raise ConfigError(
+            f"delete_mode is deactivate, but table '{table}' (stream '{stream}') has no Inactive "
+            f"state to set; use delete_mode hard or skip for it ({where}.delete_mode)."
+        )
     return StreamPlan(
         stream=stream,
         entity=entity,
@@ -585,4 +683,6 @@ def build_plan(stream: str, options: StreamOptions, model: EntityModel) -> Strea
         read_only=frozenset(read_only),
         lookups=lookups,
         headers=dict(_MODE_HEADERS[options.mode]),
+        delete_mode=mode_for_deletes,
+        inactive=inactive if mode_for_deletes == "deactivate" else None,
     )

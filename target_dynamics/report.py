@@ -4,6 +4,8 @@ What the summary can say: a ``204`` to an upsert PATCH does not tell whether the
 updated (only ``Prefer: return=representation`` does, at the cost of a row in every response), so
 upserts are counted as *written*; ``created`` is counted for ``mode: create`` (If-None-Match: *)
 and ``updated`` for ``mode: update`` (If-Match: *), where the service's success says which.
+Records deleted at source are counted apart: deleted, deactivated, skipped (``delete_mode: skip``),
+and *already gone* (the row was not in Dataverse: a 404 to the DELETE or the deactivation).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class StreamCounts:
     rejected: int = 0
     retried: int = 0
     batches: int = 0
+    deletions: int = 0  # records deleted at source that were sent (delete or deactivate)
+    deleted: int = 0
+    deactivated: int = 0
+    already_gone: int = 0
+    skipped_deletions: int = 0
 
     @property
     def failed(self) -> int:
@@ -76,31 +83,43 @@ class RunReport:
     def log(self, logger: logging.Logger, *, dry_run: bool) -> None:
         """Log one summary line per stream."""
         for name, c in sorted(self.snapshot().items()):
-            if dry_run:
-                logger.info(
-                    "Dry run summary for '%s': %d records, %d valid (would be written), "
-                    "%d invalid (dead-lettered); nothing was written",
-                    name,
-                    c["records"],
-                    c["records"] - c["invalid"],
-                    c["invalid"],
-                )
-                continue
             logger.info(
-                "Summary for '%s': %d records, %d written (%d created, %d updated, the rest "
-                "upserted), %d failed (%d invalid, %d rejected by Dataverse; all dead-lettered), "
-                "%d operations retried, %d $batch requests",
+                "%s for '%s': %s",
+                "Dry run summary" if dry_run else "Summary",
                 name,
-                c["records"],
-                c["written"],
-                c["created"],
-                c["updated"],
-                c["failed"],
-                c["invalid"],
-                c["rejected"],
-                c["retried"],
-                c["batches"],
+                "; ".join(_summary_parts(c, dry_run=dry_run)),
             )
+
+
+def _summary_parts(c: dict[str, int], *, dry_run: bool) -> list[str]:
+    deletions = c["deletions"] + c["skipped_deletions"]
+    parts = [f"{c['records']} records"]
+    if dry_run:
+        valid = c["records"] - c["invalid"] - deletions
+        parts.append(f"{valid} valid (would be written)")
+        if deletions:
+            parts.append(
+                f"deleted at source: {c['deletions']} would be deleted or deactivated, "
+                f"{c['skipped_deletions']} skipped (delete_mode skip)"
+            )
+        parts.append(f"{c['invalid']} invalid (dead-lettered); nothing was written")
+        return parts
+    written = f"{c['written']} written"
+    if c["created"] or c["updated"]:
+        written += f" ({c['created']} created, {c['updated']} updated)"
+    parts.append(written)
+    if deletions:
+        parts.append(
+            f"deleted at source: {c['deleted']} deleted, {c['deactivated']} deactivated, "
+            f"{c['already_gone']} already gone, {c['skipped_deletions']} skipped "
+            "(delete_mode skip)"
+        )
+    parts.append(
+        f"{c['failed']} failed ({c['invalid']} invalid, {c['rejected']} rejected by Dataverse; "
+        "all dead-lettered)"
+    )
+    parts.append(f"{c['retried']} operations retried, {c['batches']} $batch requests")
+    return parts
 
 
 class DeadLetters:
@@ -121,6 +140,7 @@ class DeadLetters:
         code: str,
         message: str,
         key: Any,
+        operation: str,
     ) -> None:
         """Append a dead letter (the record is the user's data; no secret is ever in it)."""
         line = _encoder.encode(
@@ -131,6 +151,7 @@ class DeadLetters:
                 "code": code,
                 "message": message,
                 "key": key,
+                "operation": operation,
                 "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             }
         )

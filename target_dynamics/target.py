@@ -16,13 +16,20 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from dynamics_api.auth import TokenProvider
 from dynamics_api.cloud import normalize_environment_url
-from dynamics_api.entitydefs import text_lengths
-from dynamics_api.errors import DynamicsError
+from dynamics_api.entitydefs import inactive_state, state_options, text_lengths
+from dynamics_api.errors import ConfigError, DynamicsError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata
 from tap_dynamics.entry import SentenceConfigErrors, run_plugin
 from tap_dynamics.tap import CONNECTION_SETTINGS
-from target_dynamics.plan import StreamOptions, StreamPlan, build_plan, parse_stream_options
+from target_dynamics.batchfiles import read_batch_file
+from target_dynamics.plan import (
+    DELETE_MODES,
+    StreamOptions,
+    StreamPlan,
+    build_plan,
+    parse_stream_options,
+)
 from target_dynamics.report import DeadLetters, RunReport
 from target_dynamics.sinks import DynamicsSink
 
@@ -63,13 +70,17 @@ STREAM_OPTION_SCHEMA: dict[str, t.Any] = {
         },
         "mode": {"type": "string", "enum": ["upsert", "update", "create"]},
         "lookups": {"type": "object", "additionalProperties": _LOOKUP_TARGET},
+        "delete_mode": {"type": "string", "enum": list(DELETE_MODES)},
     },
     "additionalProperties": False,
 }
 
 
 class TargetDynamics(SentenceConfigErrors, Target):
-    """Writes Singer records into Dataverse tables by upsert PATCH requests grouped in $batch."""
+    """Writes Singer records into Dataverse tables by upsert PATCH requests grouped in $batch;
+    records deleted at source (_sdc_deleted_at) are skipped, deleted or deactivated as
+    delete_mode says. BATCH files (jsonl, gzip or not; parquet with pyarrow) are read from file://
+    manifests. ACTIVATE_VERSION messages do not apply to Dataverse tables and are ignored."""
 
     name = "target-dynamics"
     package_name = "tap-dynamics"
@@ -80,6 +91,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.FLATTENING,
         PluginCapabilities.STRUCTURED_LOGGING,
+        PluginCapabilities.BATCH,
     ]
 
     config_jsonschema = th.PropertiesList(
@@ -90,8 +102,18 @@ class TargetDynamics(SentenceConfigErrors, Target):
             title="Stream options",
             description="Per stream: `entity` (table logical name, default the stream name), "
             '`key` ("primary" or the columns of a declared alternate key), `mode` (upsert, '
-            "update or create) and `lookups` (field -> target table, or {table, key} to bind "
-            "by the target table's alternate key).",
+            "update or create), `lookups` (field -> target table, or {table, key} to bind "
+            "by the target table's alternate key) and `delete_mode` (overrides the setting).",
+        ),
+        th.Property(
+            "delete_mode",
+            th.StringType(allowed_values=list(DELETE_MODES)),
+            default="skip",
+            title="Delete mode",
+            description="What a record deleted at source (`_sdc_deleted_at` set) does: `skip` "
+            "(default: nothing is written, the summary counts it), `hard` (DELETE the row by "
+            "the stream's key; a row already gone counts as deleted) or `deactivate` (set the "
+            "table's Inactive state and its default status). Never an upsert.",
         ),
         th.Property(
             "batch_size_rows",
@@ -162,12 +184,53 @@ class TargetDynamics(SentenceConfigErrors, Target):
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: threading.BoundedSemaphore | None = None
         self.report = RunReport()
+        self._versions_noted: set[str] = set()
         self.fatal: BaseException | None = None
         super().__init__(*args, **kwargs)
         self.options: dict[str, StreamOptions] = parse_stream_options(
             self.config.get("stream_options") or {}
         )
         self.dead_letters = DeadLetters(Path(self.config.get("dead_letter_path") or "dead.jsonl"))
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict[str, t.Any]) -> None:
+        """The SDK's built-in settings, less those that do not apply to Dataverse tables:
+        ``add_record_metadata`` (the ``_sdc_*`` columns do not exist in the tables),
+        ``load_method`` (``overwrite`` would delete a CRM table; ``stream_options.<s>.mode``
+        and ``delete_mode`` say how rows are written) and ``batch_config`` (BATCH manifests name
+        their files by ``file://`` URL; the target needs no storage settings to read them)."""
+        super().append_builtin_config(config_jsonschema)
+        for name in ("add_record_metadata", "load_method", "batch_config"):
+            config_jsonschema["properties"].pop(name, None)
+
+    # -- messages the SDK would mishandle ---------------------------------------------------------
+
+    def _process_batch_message(self, message_dict: dict[str, t.Any]) -> None:
+        # Override: the SDK hands the files to Sink.process_batch_files, which skips stream maps
+        # and the per-record path (deletes, validation, dead letters). Here every record of every
+        # file is processed exactly as a RECORD message of the stream would be.
+        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        stream = message_dict["stream"]
+        encoding = message_dict["encoding"] or {}
+        fmt = str(encoding.get("format") or "jsonl")
+        compression = encoding.get("compression")
+        for url in message_dict["manifest"]:
+            for record in read_batch_file(str(url), fmt, compression):
+                self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
+
+    def _process_activate_version_message(self, message_dict: dict[str, t.Any]) -> None:
+        # Override: the SDK warns on every such message. A Dataverse table has no versions to
+        # switch between (rows are written in place; rows deleted at source arrive as records
+        # with _sdc_deleted_at), so it is noted once per stream.
+        stream = str(message_dict.get("stream"))
+        if stream not in self._versions_noted:
+            self._versions_noted.add(stream)
+            self.logger.info(
+                "ACTIVATE_VERSION of stream '%s' ignored: Dataverse tables have no versions to "
+                "activate (rows are written in place; deletions come as records with "
+                "_sdc_deleted_at, see delete_mode).",
+                stream,
+            )
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -273,27 +336,56 @@ class TargetDynamics(SentenceConfigErrors, Target):
             if prop is not None:
                 entity.properties[name] = dataclasses.replace(prop, max_length=limit)
 
+    @property
+    def delete_mode(self) -> str:
+        """What records deleted at source do, unless a stream's option says otherwise."""
+        return str(self.config.get("delete_mode") or "skip")
+
+    def _inactive(self, table: str, stream: str) -> tuple[int, int] | None:
+        """(statecode, statuscode) of the table's Inactive state, from EntityDefinitions."""
+        try:
+            found = inactive_state(state_options(self.client, table))
+        except DynamicsError as err:
+            raise ConfigError(
+                f"delete_mode is deactivate for stream '{stream}', but the states of table "
+                f"'{table}' could not be read ({err}); check the user's read access to table "
+                "definitions, or use delete_mode hard or skip."
+            ) from None
+        if found is None or found.default_status is None:
+            return None
+        return found.value, found.default_status
+
+    def _build_plan(self, stream: str, opts: StreamOptions) -> StreamPlan:
+        table = opts.entity or stream.strip().lower()
+        self._add_string_lengths(table)
+        mode = opts.delete_mode or self.delete_mode
+        inactive = None
+        if mode == "deactivate" and table in self.model().entities:
+            inactive = self._inactive(table, stream)
+        return build_plan(
+            stream, opts, self.model(), delete_mode=self.delete_mode, inactive=inactive
+        )
+
     def plan_for(self, stream_name: str) -> StreamPlan:
         """The compiled write plan of a stream.
 
-        The first call validates every configured stream (keys, lookups) against the metadata,
-        so a wrong setting fails before any write.
+        The first call validates every configured stream (keys, lookups, the inactive state for
+        ``delete_mode: deactivate``) against the metadata, so a wrong setting fails before any
+        write.
 
         Raises:
-            ConfigError: an unknown table, an undeclared key, a bad lookup.
+            ConfigError: an unknown table, an undeclared key, a bad lookup, a table that cannot
+                be deactivated.
         """
         with self._lock:
             if self._plans is None:
-                model = self.model()
                 plans = {}
                 for name, opts in self.options.items():
-                    self._add_string_lengths(opts.entity or name)
-                    plans[name] = build_plan(name, opts, model)
+                    plans[name] = self._build_plan(name, opts)
                 self._plans = plans
             plan = self._plans.get(stream_name)
             if plan is None:
-                self._add_string_lengths(stream_name)
-                plan = build_plan(stream_name, StreamOptions(), self.model())
+                plan = self._build_plan(stream_name, StreamOptions())
                 self._plans[stream_name] = plan
             return plan
 

@@ -96,7 +96,8 @@ def test_validation_and_service_failures_are_dead_lettered(
     assert (dead("ACC-000018")["status"], dead("ACC-000018")["code"]) == (404, "0x80040217")
     assert dead("ACC-000016")["record"]["name"] == "x" * 200  # the user's data is kept
     assert all(
-        set(d) == {"stream", "record", "status", "code", "message", "key", "time"}
+        set(d) == {"stream", "record", "status", "code", "message", "key", "operation", "time"}
+        and d["operation"] == "upsert"
         for d in run.dead_letters
     )
     # Invalid records never reached the service: one batch of the 3 valid-looking ones.

@@ -70,6 +70,9 @@ def test_meltano_settings_equal_the_config_schema(plugin_class: Any) -> None:
         jtype = prop.get("type")
         jtype = next(t for t in jtype if t != "null") if isinstance(jtype, list) else jtype
         kind = "date_iso8601" if prop.get("format") == "date-time" else KINDS[jtype]
+        if "enum" in prop:
+            kind = "options"
+            assert [o["value"] for o in setting["options"]] == prop["enum"], name
         assert setting.get("kind", "string") == kind, name
         assert bool(setting.get("sensitive")) == bool(prop.get("secret")), name
 
@@ -99,6 +102,23 @@ def test_capabilities_are_meltano_ones() -> None:
         "datatype-failsafe",
         "record-flattening",
         "target-schema",
+        "structured-logging",
     }
     for plugin in _plugins().values():
         assert set(plugin.get("capabilities", [])) <= known, plugin["name"]
+
+
+@pytest.mark.parametrize("plugin_class", _plugin_classes())
+def test_meltano_capabilities_equal_about(plugin_class: Any) -> None:
+    declared = set(_plugins()[plugin_class.name]["capabilities"])
+    assert declared == {str(c) for c in plugin_class.capabilities}
+
+
+def test_target_about_lists_only_what_it_honours() -> None:
+    from target_dynamics.target import TargetDynamics
+
+    about = TargetDynamics.config_jsonschema["properties"]
+    for unhonoured in ("add_record_metadata", "load_method", "batch_config", "hard_delete"):
+        assert unhonoured not in about
+    assert "ACTIVATE_VERSION" in (TargetDynamics.__doc__ or "")
+    assert about["delete_mode"]["enum"] == ["skip", "hard", "deactivate"]
