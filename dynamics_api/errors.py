@@ -112,6 +112,61 @@ class ApiError(DynamicsError):
         """Whether the same request may succeed later (throttling or a transient server error)."""
         return self.status in (429, 500, 502, 503, 504)
 
+    def with_hint(self, hint: str, *, entity: str | None = None) -> ApiError:
+        """The same error with another hint (and table)."""
+        return ApiError(
+            status=self.status,
+            code=self.code,
+            service_message=self.service_message,
+            method=self.method,
+            path=self.path,
+            entity=entity or self.entity,
+            hint=hint,
+            request_id=self.request_id,
+        )
+
+
+def api_error(
+    status: int,
+    method: str,
+    path: str,
+    *,
+    code: str = "",
+    message: str = "",
+    entity: str | None = None,
+    hint: str | None = None,
+    is_collection: bool = False,
+    request_id: str | None = None,
+) -> ApiError:
+    """The one way an :class:`ApiError` is made: the hint, unless given, from
+    :func:`error_hint` (privileges, unknown tables, malformed queries).
+
+    Args:
+        status: HTTP status (0 when no response arrived).
+        method: the request's method.
+        path: the request's path, without the query string.
+        code: the Dataverse hex code.
+        message: the service's message (or what went wrong on the wire).
+        entity: the table concerned.
+        hint: what to do; computed from the rest when None.
+        is_collection: the request addressed an entity set (a 404 then means the table).
+        request_id: the service's request id.
+    """
+    if hint is None:
+        hint = error_hint(
+            status, code, message, method=method, entity=entity, is_collection=is_collection
+        )
+    return ApiError(
+        status=status,
+        code=code,
+        service_message=message,
+        method=method,
+        path=path,
+        entity=entity,
+        hint=hint,
+        request_id=request_id,
+    )
+
 
 def parse_error_body(body: bytes) -> tuple[str, str]:
     """(code, message) from a Dataverse error body; tolerant of empty or non-JSON bodies."""

@@ -20,15 +20,12 @@ from __future__ import annotations
 import http.client
 import http.cookiejar
 import logging
-import random
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from typing import Any, Protocol
@@ -41,20 +38,21 @@ import requests.exceptions as rex
 import urllib3.exceptions
 
 from .cloud import normalize_environment_url
-from .errors import ApiError, ConfigError, error_hint, parse_error_body, request_id_of
+from .errors import ApiError, ConfigError, api_error, parse_error_body, request_id_of
+from .retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from .session_base import VerifiedSession
 
 __all__ = [
     "RETRYABLE_STATUS",
     "ClientStats",
     "DataverseClient",
+    "RetryPolicy",
     "TokenSource",
     "parse_retry_after",
 ]
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Methods whose repetition cannot change the outcome: re-sent even when a failure may have
 # happened after the service received them (a reset, a read timeout, a cut-off body).
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
@@ -66,7 +64,6 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     http.client.HTTPException,
     ConnectionError,
 )
-_RETRY_AFTER_SECONDS_RE = re.compile(r"^\d{1,15}(?:\.\d{1,6})?$")
 _API_PATH_RE = re.compile(r"/api/data/v[0-9.]+/([^/(?]+)(\()?")
 _LOG_PATH_MAX = 200
 _REASON_MAX = 200
@@ -88,38 +85,6 @@ class TokenSource(Protocol):
     def token(self, force_refresh: bool = False) -> str:
         """A valid access token; a new one from the identity service when ``force_refresh``."""
         ...
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header value.
-
-    Args:
-        value: the header: whole (or decimal) seconds, or an HTTP date.
-        now: the current time, for HTTP dates (default: the clock, UTC).
-
-    Returns:
-        The seconds to wait (0 for a date in the past), or None when the header is absent, empty,
-        negative or not understood (the caller then backs off on its own).
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if _RETRY_AFTER_SECONDS_RE.match(text):
-        return float(text)
-    if text[0] in "+-" or text[0].isdigit():
-        return None  # negative, signed, exponent or otherwise malformed seconds
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # asctime form, or "-0000": HTTP dates are always GMT
-        when = when.replace(tzinfo=UTC)
-    current = now or datetime.now(UTC)
-    if current.tzinfo is None:
-        current = current.replace(tzinfo=UTC)
-    return max(0.0, (when - current).total_seconds())
 
 
 @dataclass
@@ -184,6 +149,8 @@ class DataverseClient:
         max_retry_after: longest ``Retry-After`` honoured; a longer one fails the request.
         jitter: at most this fraction is added to exponential waits (never to Retry-After).
         sleep: how to wait (tests pass a recorder).
+        (the five above build the client's :class:`~dynamics_api.retry.RetryPolicy`,
+        ``client.retry``, which target-dynamics also applies to ``$batch`` parts)
         user_agent: the ``User-Agent`` header.
         max_connections: connection pool size; also the most requests in flight at once.
 
@@ -210,21 +177,23 @@ class DataverseClient:
     ) -> None:
         self.environment_url = normalize_environment_url(environment_url)
         parts = urlsplit(self.environment_url)
-        if max_retries < 0 or max_connections < 1:
-            raise ValueError("max_retries must be >= 0 and max_connections >= 1.")
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1.")
         self.host = parts.netloc
         self._origin = ((parts.hostname or "").lower(), parts.port or 443)
         version = api_version.lstrip("vV")
         self.base_url = f"{self.environment_url}/api/data/v{version}"
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.max_retry_after = max_retry_after
-        self.jitter = jitter
+        self.retry = RetryPolicy(
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            max_retry_after=max_retry_after,
+            jitter=jitter,
+            sleep=sleep,
+        )
         self.stats = ClientStats()
         self._tokens = token_source
-        self._sleep = sleep
         self._refresh_lock = threading.Lock()
         self._last_rejected: str | None = None
         self._last_refreshed: str | None = None
@@ -390,12 +359,11 @@ class DataverseClient:
         except orjson.JSONDecodeError:
             parsed = None
         if not isinstance(parsed, dict):
-            raise ApiError(
-                status=response.status_code,
-                code="",
-                service_message="The response body is not a JSON object",
-                method="GET",
-                path=urlsplit(response.url).path,
+            raise api_error(
+                response.status_code,
+                "GET",
+                urlsplit(response.url).path,
+                message="The response body is not a JSON object",
                 entity=entity,
                 hint="Check that environment_url points at a Dataverse environment.",
                 request_id=request_id_of(response.headers),
@@ -436,26 +404,22 @@ class DataverseClient:
                     yield chunk
                 return
             except _NETWORK_ERRORS as exc:
-                if started or attempts >= self.max_retries:
-                    raise ApiError(
-                        status=0,
-                        code="",
-                        service_message=f"the download was cut off ({_describe(exc)})",
-                        method="GET",
-                        path=path,
+                if started or self.retry.exhausted(attempts):
+                    raise api_error(
+                        0,
+                        "GET",
+                        path,
+                        message=f"the download was cut off ({_describe(exc)})",
                         hint="Try again; if it keeps failing check the network or proxy.",
                     ) from None
-                wait = self._backoff(attempts)
                 attempts += 1
-                log.warning(
-                    "Download of GET %s was cut off (%s): retry %d of %d in %.2f s",
-                    _log_path(path),
-                    _describe(exc),
-                    attempts,
-                    self.max_retries,
-                    wait,
+                self._wait(
+                    self.retry.backoff(attempts - 1),
+                    f"Download of GET {_log_path(path)} was cut off ({_describe(exc)}): retry "
+                    f"{attempts} of {self.retry.max_retries}",
+                    throttled=False,
+                    given=False,
                 )
-                self._wait(wait)
                 self.stats.add(retries=1)
             finally:
                 response.close()
@@ -505,15 +469,14 @@ class DataverseClient:
             self._last_rejected, self._last_refreshed = rejected, fresh
             return fresh
 
-    def _backoff(self, retry: int) -> float:
-        delay = min(self.backoff_max, self.backoff_base * (2.0 ** min(retry, 60)))
-        if self.jitter > 0:
-            delay = min(self.backoff_max, delay * (1.0 + random.uniform(0.0, self.jitter)))
-        return delay
+    @property
+    def max_retries(self) -> int:
+        """Retries of one request at most (the retry policy's)."""
+        return self.retry.max_retries
 
-    def _wait(self, seconds: float) -> None:
+    def _wait(self, seconds: float, what: str, *, throttled: bool, given: bool) -> None:
         self.stats.add(waited_seconds=seconds)
-        self._sleep(seconds)
+        self.retry.wait(seconds, what, throttled=throttled, given=given)
 
     def _after_retryable_status(
         self,
@@ -527,7 +490,8 @@ class DataverseClient:
         """Wait before the next attempt after a 429/5xx, or raise when the policy says stop."""
         status = response.status_code
         asked = parse_retry_after(response.headers.get("Retry-After"))
-        if asked is not None and asked > self.max_retry_after:
+        policy = self.retry
+        if policy.too_long(asked):
             raise self._api_error(
                 response,
                 error_body,
@@ -536,11 +500,11 @@ class DataverseClient:
                 entity,
                 hint=(
                     f"Dataverse asked to wait {asked:.0f} s before retrying, more than "
-                    f"max_retry_after ({self.max_retry_after:.0f} s): run again later, or use "
+                    f"max_retry_after ({policy.max_retry_after:.0f} s): run again later, or use "
                     "fewer parallel requests."
                 ),
             )
-        if retries >= self.max_retries:
+        if policy.exhausted(retries):
             raise self._api_error(
                 response,
                 error_body,
@@ -548,28 +512,22 @@ class DataverseClient:
                 path,
                 entity,
                 hint=(
-                    f"Gave up after {self.max_retries} retries: the service is throttling or "
+                    f"Gave up after {policy.max_retries} retries: the service is throttling or "
                     "failing; try again later."
                 ),
             )
-        wait = asked if asked is not None else self._backoff(retries)
+        wait = policy.delay(retries, asked)
         retries += 1
         if status == 429:
             self.stats.add(throttled_waits=1)
         self.stats.add(retries=1)
-        source = "as Retry-After asks" if asked is not None else "backing off"
-        log.log(
-            logging.INFO if status == 429 else logging.WARNING,
-            "Dataverse answered %d on %s %s: retry %d of %d in %.2f s (%s)",
-            status,
-            method,
-            _log_path(path),
-            retries,
-            self.max_retries,
+        self._wait(
             wait,
-            source,
+            f"Dataverse answered {status} on {method} {_log_path(path)}: retry {retries} of "
+            f"{policy.max_retries}",
+            throttled=status == 429,
+            given=asked is not None,
         )
-        self._wait(wait)
         return retries
 
     def _after_network_error(
@@ -589,55 +547,48 @@ class DataverseClient:
         if _is_certificate_failure(exc):
             raise self._unreachable(method, path, entity, reason) from None
         if not before_send and not resend_ok:
-            raise ApiError(
-                status=0,
-                code="",
-                service_message=reason,
-                method=method,
-                path=path,
+            raise api_error(
+                0,
+                method,
+                path,
+                message=reason,
                 entity=entity,
                 hint=(
                     "The request may or may not have been applied; it was not sent again "
                     "because repeating it could apply it twice."
                 ),
             ) from None
-        if retries >= self.max_retries:
+        if self.retry.exhausted(retries):
             if before_send:
                 raise self._unreachable(method, path, entity, reason) from None
-            raise ApiError(
-                status=0,
-                code="",
-                service_message=reason,
-                method=method,
-                path=path,
+            raise api_error(
+                0,
+                method,
+                path,
+                message=reason,
                 entity=entity,
                 hint=(
-                    f"Gave up after {self.max_retries} retries: the connection to {self.host} "
-                    "keeps failing; check the network or proxy, or raise the timeout."
+                    f"Gave up after {self.retry.max_retries} retries: the connection to "
+                    f"{self.host} keeps failing; check the network or proxy, or raise the timeout."
                 ),
             ) from None
-        wait = self._backoff(retries)
+        wait = self.retry.backoff(retries)
         retries += 1
         self.stats.add(retries=1)
-        log.warning(
-            "%s on %s %s: retry %d of %d in %.2f s",
-            reason,
-            method,
-            _log_path(path),
-            retries,
-            self.max_retries,
+        self._wait(
             wait,
+            f"{reason} on {method} {_log_path(path)}: retry {retries} of {self.retry.max_retries}",
+            throttled=False,
+            given=False,
         )
-        self._wait(wait)
         return retries
 
     def _unreachable(self, method: str, path: str, entity: str | None, reason: str) -> ApiError:
-        return ApiError(
-            status=0,
-            code="",
-            service_message=reason,
-            method=method,
-            path=path,
+        return api_error(
+            0,
+            method,
+            path,
+            message=reason,
             entity=entity,
             hint=(
                 f"Cannot reach {self.host}: check environment_url (and REQUESTS_CA_BUNDLE for a "
@@ -661,30 +612,24 @@ class DataverseClient:
             message = response.reason or http.client.responses.get(status, "")
         match = _API_PATH_RE.search(path)
         table = entity or (match.group(1) if match else None)
-        if hint is None:
-            if status == 401:
-                hint = (
-                    "The token was refused: check that the app has permission for "
-                    f"environment_url {self.environment_url} (does an application user exist for "
-                    "it in this environment?)."
-                )
-            else:
-                is_collection = (
-                    match is not None
-                    and match.group(2) is None
-                    and (path[match.end() :].strip("/") == "")
-                )
-                hint = error_hint(
-                    status, code, message, method=method, entity=table, is_collection=is_collection
-                )
-        return ApiError(
-            status=status,
+        if hint is None and status == 401:
+            hint = (
+                "The token was refused: check that the app has permission for "
+                f"environment_url {self.environment_url} (does an application user exist for "
+                "it in this environment?)."
+            )
+        is_collection = (
+            match is not None and match.group(2) is None and path[match.end() :].strip("/") == ""
+        )
+        return api_error(
+            status,
+            method,
+            path,
             code=code,
-            service_message=message,
-            method=method,
-            path=path,
+            message=message,
             entity=table,
             hint=hint,
+            is_collection=is_collection,
             request_id=request_id_of(response.headers),
         )
 

@@ -24,7 +24,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib import CatalogEntry
 
-from dynamics_api.errors import ApiError, ConfigError
+from dynamics_api.errors import ApiError, ConfigError, api_error
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
 from tap_dynamics.batches import write_batches
@@ -216,16 +216,10 @@ class DynamicsStream(Stream):
             except ApiError as err:
                 if err.code.lower() != RESPONSE_TOO_BIG or self._page_size <= MIN_PAGE_SIZE:
                     if err.code.lower() == RESPONSE_TOO_BIG:
-                        raise ApiError(
-                            status=err.status,
-                            code=err.code,
-                            service_message=err.service_message,
-                            method=err.method,
-                            path=err.path,
+                        raise err.with_hint(
+                            f"Even pages of {MIN_PAGE_SIZE} rows are too big: deselect large "
+                            "columns (notes, images, descriptions) in the catalog.",
                             entity=self.name,
-                            hint=f"Even pages of {MIN_PAGE_SIZE} rows are too big: deselect "
-                            "large columns (notes, images, descriptions) in the catalog.",
-                            request_id=err.request_id,
                         ) from None
                     raise
                 smaller = max(MIN_PAGE_SIZE, self._page_size // 4)
@@ -395,12 +389,11 @@ class DynamicsStream(Stream):
     def _fallback_records(self, state: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         """modifiedon incremental for a table without change tracking, bookmark in own state."""
         if "modifiedon" not in self.schema.get("properties", {}):
-            raise ApiError(
-                status=400,
-                code="",
-                service_message=f"table '{self.name}' has neither change tracking nor modifiedon",
-                method="GET",
-                path=f"/{self.entity_set}",
+            raise api_error(
+                400,
+                "GET",
+                f"/{self.entity_set}",
+                message=f"table '{self.name}' has neither change tracking nor modifiedon",
                 entity=self.name,
                 hint="Remove it from change_tracking; it can only be extracted in full.",
             )

@@ -9,23 +9,26 @@ SDK's JSON Schema validation is off: it is slower and cannot know what the table
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
-import re
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from dynamics_api.batch import BatchOperation
 from dynamics_api.errors import ConfigError
-from dynamics_api.metadata import EntityModel, EntityType, Lookup, Property
-from dynamics_api.odata import is_guid, key_segment, literal
+from dynamics_api.metadata import EntityModel, EntityType, Lookup
+from dynamics_api.odata import is_guid, key_segment
+from target_dynamics.convert import Converter, InvalidRecord, converter
+from target_dynamics.options import (
+    DELETE_MODES,
+    DELETED_AT,
+    LOOKUP_LOGICAL_NAME,
+    LookupTarget,
+    StreamOptions,
+    parse_stream_options,
+)
 
 __all__ = [
     "DELETED_AT",
@@ -38,281 +41,13 @@ __all__ = [
     "parse_stream_options",
 ]
 
-MODES = ("upsert", "update", "create")
-#: What a record deleted at source (``_sdc_deleted_at`` set) does to its row.
-DELETE_MODES = ("skip", "hard", "deactivate")
-DELETED_AT = "_sdc_deleted_at"
-LOOKUP_LOGICAL_NAME = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 _MODE_HEADERS: dict[str, dict[str, str]] = {
     "upsert": {},
     "update": {"If-Match": "*"},
     "create": {"If-None-Match": "*"},
 }
-_INT_RANGES = {
-    "Edm.Byte": (0, 255),
-    "Edm.SByte": (-128, 127),
-    "Edm.Int16": (-(2**15), 2**15 - 1),
-    "Edm.Int32": (-(2**31), 2**31 - 1),
-    "Edm.Int64": (-(2**63), 2**63 - 1),
-}
-_UTC_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,7})?Z$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
 _encoder = msgspec.json.Encoder(decimal_format="number")
-
-
-class InvalidRecord(Exception):  # noqa: N818 - a reason, not an error of the program
-    """A record that must not reach the service; ``str()`` is the reason."""
-
-
-@dataclass(frozen=True)
-class LookupTarget:
-    """Where a lookup field points: a table, and optionally the alternate key to bind by."""
-
-    table: str
-    key: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """``stream_options.<stream>`` as configured."""
-
-    entity: str | None = None
-    key: tuple[str, ...] | None = None  # None: the primary id
-    mode: str = "upsert"
-    lookups: Mapping[str, LookupTarget] = field(default_factory=dict)
-    delete_mode: str | None = None  # None: the target's delete_mode setting
-
-
-def parse_stream_options(raw: Mapping[str, Any]) -> dict[str, StreamOptions]:
-    """Check and convert the ``stream_options`` setting.
-
-    Raises:
-        ConfigError: a malformed entry (the JSON Schema of the setting is checked too; this
-            catches what it cannot say in one sentence).
-    """
-    if not isinstance(raw, Mapping):
-        raise ConfigError("The setting stream_options must be an object keyed by stream name.")
-    out: dict[str, StreamOptions] = {}
-    allowed = {"entity", "key", "mode", "lookups", "delete_mode"}
-    for stream, opts in raw.items():
-        where = f"stream_options.{stream}"
-        if not isinstance(opts, Mapping):
-            raise ConfigError(f"The setting {where} must be an object.")
-        extra = sorted(set(opts) - allowed)
-        if extra:
-            raise ConfigError(
-                f"The setting {where} has unknown option(s) {', '.join(extra)}; use entity, "
-                "key, mode, lookups and delete_mode."
-            )
-        entity = opts.get("entity")
-        if entity is not None and (not isinstance(entity, str) or not entity.strip()):
-            raise ConfigError(f"The setting {where}.entity must be a table logical name.")
-        key_raw = opts.get("key", "primary")
-        key: tuple[str, ...] | None
-        if key_raw == "primary":
-            key = None
-        elif (
-            isinstance(key_raw, list) and key_raw and all(isinstance(k, str) and k for k in key_raw)
-        ):
-            key = tuple(key_raw)
-        else:
-            raise ConfigError(
-                f'The setting {where}.key must be "primary" or a list of the columns of a '
-                "declared alternate key."
-            )
-        mode = opts.get("mode", "upsert")
-        if mode not in MODES:
-            raise ConfigError(f"The setting {where}.mode must be one of upsert, update, create.")
-        delete_mode = opts.get("delete_mode")
-        if delete_mode is not None and delete_mode not in DELETE_MODES:
-            raise ConfigError(
-                f"The setting {where}.delete_mode must be one of skip, hard, deactivate."
-            )
-        lookups: dict[str, LookupTarget] = {}
-        raw_lookups = opts.get("lookups") or {}
-        if not isinstance(raw_lookups, Mapping):
-            raise ConfigError(f"The setting {where}.lookups must be an object.")
-        for fld, target in raw_lookups.items():
-            if isinstance(target, str) and target:
-                lookups[fld] = LookupTarget(target.strip().lower())
-            elif isinstance(target, Mapping) and isinstance(target.get("table"), str):
-                tkey = target.get("key")
-                if tkey is not None and not (
-                    isinstance(tkey, list) and tkey and all(isinstance(k, str) for k in tkey)
-                ):
-                    raise ConfigError(
-                        f"The setting {where}.lookups.{fld}.key must be a list of columns."
-                    )
-                lookups[fld] = LookupTarget(
-                    target["table"].strip().lower(), tuple(tkey) if tkey else None
-                )
-            else:
-                raise ConfigError(
-                    f"The setting {where}.lookups.{fld} must be a table name or {{table, key}}."
-                )
-        out[stream] = StreamOptions(
-            entity.strip().lower() if entity else None, key, mode, lookups, delete_mode
-        )
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Value converters (one per column, chosen once)
-# --------------------------------------------------------------------------------------------
-
-Converter = Callable[[Any], Any]
-
-
-def _type_name(v: Any) -> str:
-    return type(v).__name__ if v is not None else "null"
-
-
-def _string(prop: Property) -> Converter:
-    limit = prop.max_length
-
-    def conv(v: Any) -> Any:
-        if not isinstance(v, str):
-            raise InvalidRecord(f"column '{prop.name}' expects a string, not {_type_name(v)}")
-        if limit is not None and len(v) > limit:
-            raise InvalidRecord(f"column '{prop.name}' is longer than {limit} characters")
-        return v
-
-    return conv
-
-
-def _integer(prop: Property) -> Converter:
-    low, high = _INT_RANGES.get(prop.edm_type, _INT_RANGES["Edm.Int64"])
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, Decimal) and v.is_finite() and v == v.to_integral_value():
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise InvalidRecord(
-                f"column '{prop.name}' expects a whole number ({prop.edm_type}), not "
-                f"{_type_name(v)}"
-            )
-        if not low <= v <= high:
-            raise InvalidRecord(f"column '{prop.name}' is out of range for {prop.edm_type}")
-        return v
-
-    return conv
-
-
-def _number(prop: Property) -> Converter:
-    def conv(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float | Decimal):
-            raise InvalidRecord(
-                f"column '{prop.name}' expects a number ({prop.edm_type}), not {_type_name(v)}"
-            )
-        if isinstance(v, float) and not math.isfinite(v):
-            raise InvalidRecord(f"column '{prop.name}' is not a finite number")
-        if isinstance(v, Decimal) and not v.is_finite():
-            raise InvalidRecord(f"column '{prop.name}' is not a finite number")
-        return v
-
-    return conv
-
-
-def _boolean(prop: Property) -> Converter:
-    def conv(v: Any) -> Any:
-        if not isinstance(v, bool):
-            raise InvalidRecord(f"column '{prop.name}' expects true or false, not {_type_name(v)}")
-        return v
-
-    return conv
-
-
-def _datetime(prop: Property) -> Converter:
-    def conv(v: Any) -> Any:
-        if isinstance(v, str) and _UTC_DATETIME_RE.match(v):
-            return v  # already ISO UTC: no parsing on the hot path
-        if isinstance(v, str | datetime | date):
-            try:
-                return literal(v, "Edm.DateTimeOffset") if isinstance(v, str) else literal(v)
-            except ValueError:
-                pass
-        raise InvalidRecord(f"column '{prop.name}' expects an ISO 8601 date-time")
-
-    return conv
-
-
-def _date(prop: Property) -> Converter:
-    def conv(v: Any) -> Any:
-        if isinstance(v, str) and _DATE_RE.match(v):
-            try:
-                return date.fromisoformat(v).isoformat()
-            except ValueError:
-                pass
-        elif isinstance(v, datetime):
-            return v.date().isoformat()
-        elif isinstance(v, date):
-            return v.isoformat()
-        elif isinstance(v, str):
-            try:
-                return literal(v, "Edm.Date")
-            except ValueError:
-                pass
-        raise InvalidRecord(f"column '{prop.name}' expects a date (YYYY-MM-DD)")
-
-    return conv
-
-
-def _guid(prop: Property) -> Converter:
-    def conv(v: Any) -> Any:
-        if isinstance(v, uuid.UUID):
-            return str(v)
-        if not is_guid(v):
-            raise InvalidRecord(f"column '{prop.name}' expects a GUID")
-        return str(v).lower()
-
-    return conv
-
-
-def _binary(prop: Property) -> Converter:
-    def conv(v: Any) -> Any:
-        if not isinstance(v, str):
-            raise InvalidRecord(f"column '{prop.name}' expects base64 text")
-        try:
-            base64.b64decode(v, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRecord(f"column '{prop.name}' is not valid base64") from None
-        return v
-
-    return conv
-
-
-def _anything(prop: Property) -> Converter:
-    def conv(v: Any) -> Any:
-        return v
-
-    return conv
-
-
-_BY_TYPE: dict[str, Callable[[Property], Converter]] = {
-    "Edm.String": _string,
-    "Edm.Int16": _integer,
-    "Edm.Int32": _integer,
-    "Edm.Int64": _integer,
-    "Edm.Byte": _integer,
-    "Edm.SByte": _integer,
-    "Edm.Decimal": _number,
-    "Edm.Double": _number,
-    "Edm.Single": _number,
-    "Edm.Boolean": _boolean,
-    "Edm.DateTimeOffset": _datetime,
-    "Edm.Date": _date,
-    "Edm.Guid": _guid,
-    "Edm.Binary": _binary,
-}
-
-
-def _converter(prop: Property) -> Converter:
-    base = _BY_TYPE.get(prop.edm_type, _anything)(prop)
-
-    def conv(v: Any) -> Any:
-        return None if v is None else base(v)
-
-    return conv
 
 
 # --------------------------------------------------------------------------------------------
@@ -658,13 +393,13 @@ def build_plan(
             continue
         if prop.kind != "primitive" or prop.is_collection:
             continue
-        columns[name] = _converter(prop)
+        columns[name] = converter(prop)
     key_types = {}
     for col in key:
         prop = entity.properties[col]
         key_types[col] = prop.edm_type
         if col not in columns and col not in lookups:
-            columns[col] = _converter(prop)
+            columns[col] = converter(prop)
     mode_for_deletes = options.delete_mode or delete_mode
     if mode_for_deletes == "deactivate" and inactive is None:
         raise ConfigError(

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import threading
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from singer_sdk import Target
@@ -32,6 +31,7 @@ from target_dynamics.plan import (
 )
 from target_dynamics.report import DeadLetters, RunReport
 from target_dynamics.sinks import DynamicsSink
+from target_dynamics.writer import BatchWriter, WriterSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,38 +42,8 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "tap-dynamics"
 # runs sequentially on the server; 500 upserts (~2.5-5 s on Dataverse) stay far below the 2 min
 # request timeout, and a batch re-sent after a connection reset repeats at most 500 rows.
 DEFAULT_BATCH_SIZE = 500
+DEAD_LETTERS = "dead-letter.jsonl"
 DEFAULT_PARALLEL_BATCHES = 4
-
-_LOOKUP_TARGET = {
-    "anyOf": [
-        {"type": "string", "minLength": 1},
-        {
-            "type": "object",
-            "properties": {
-                "table": {"type": "string", "minLength": 1},
-                "key": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            },
-            "required": ["table"],
-            "additionalProperties": False,
-        },
-    ]
-}
-STREAM_OPTION_SCHEMA: dict[str, t.Any] = {
-    "type": "object",
-    "properties": {
-        "entity": {"type": "string", "minLength": 1},
-        "key": {
-            "anyOf": [
-                {"type": "string", "enum": ["primary"]},
-                {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            ]
-        },
-        "mode": {"type": "string", "enum": ["upsert", "update", "create"]},
-        "lookups": {"type": "object", "additionalProperties": _LOOKUP_TARGET},
-        "delete_mode": {"type": "string", "enum": list(DELETE_MODES)},
-    },
-    "additionalProperties": False,
-}
 
 
 class TargetDynamics(SentenceConfigErrors, Target):
@@ -98,7 +68,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
         *CONNECTION_SETTINGS,
         th.Property(
             "stream_options",
-            th.CustomType({"type": "object", "additionalProperties": STREAM_OPTION_SCHEMA}),
+            th.ObjectType(),
             title="Stream options",
             description="Per stream: `entity` (table logical name, default the stream name), "
             '`key` ("primary" or the columns of a declared alternate key), `mode` (upsert, '
@@ -133,7 +103,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
         th.Property(
             "dead_letter_path",
             th.StringType,
-            default="dead-letter.jsonl",
+            default=DEAD_LETTERS,
             title="Dead-letter file",
             description="JSONL file (appended) receiving every record that was not written, "
             "with the Dataverse error or the validation reason.",
@@ -181,16 +151,14 @@ class TargetDynamics(SentenceConfigErrors, Target):
         self._model: EntityModel | None = None
         self._lengths_done: set[str] = set()
         self._plans: dict[str, StreamPlan] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._inflight: threading.BoundedSemaphore | None = None
+        self._writer: BatchWriter | None = None
         self.report = RunReport()
         self._versions_noted: set[str] = set()
-        self.fatal: BaseException | None = None
         super().__init__(*args, **kwargs)
         self.options: dict[str, StreamOptions] = parse_stream_options(
             self.config.get("stream_options") or {}
         )
-        self.dead_letters = DeadLetters(Path(self.config.get("dead_letter_path") or "dead.jsonl"))
+        self.dead_letters = DeadLetters(Path(self.config.get("dead_letter_path") or DEAD_LETTERS))
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict[str, t.Any]) -> None:
@@ -277,24 +245,24 @@ class TargetDynamics(SentenceConfigErrors, Target):
             return self._client
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
-        """The pool that sends $batch requests, shared by all sinks."""
+    def writer(self) -> BatchWriter:
+        """The one writer of the run: the pool that sends $batch requests for every stream, the
+        report and the dead letters."""
         with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    self.parallel_batches, thread_name_prefix="dynamics-batch"
+            if self._writer is None:
+                self._writer = BatchWriter(
+                    lambda: self.client,
+                    WriterSettings(
+                        batch_size=self.batch_size,
+                        parallel_batches=self.parallel_batches,
+                        part_retries=self.part_retries,
+                        api_version=str(self.config.get("api_version") or "9.2"),
+                        dry_run=self.dry_run,
+                    ),
+                    self.report,
+                    self.dead_letters,
                 )
-                # Batches queued or in flight: enough to keep every worker busy, bounded so
-                # memory stays flat whatever the input size.
-                self._inflight = threading.BoundedSemaphore(self.parallel_batches * 2)
-            return self._executor
-
-    @property
-    def inflight(self) -> threading.BoundedSemaphore:
-        """Bounds the batches queued or in flight."""
-        _ = self.executor
-        assert self._inflight is not None
-        return self._inflight
+            return self._writer
 
     def model(self) -> EntityModel:
         """The environment's entity model (every table), fetched once."""
@@ -397,12 +365,13 @@ class TargetDynamics(SentenceConfigErrors, Target):
             super().process_endofpipe()
         finally:
             with self._lock:
-                if self._executor is not None:
-                    self._executor.shutdown(wait=True)
-                    self._executor = None
+                writer = self._writer
+            if writer is not None:
+                writer.close()
+            self.dead_letters.close()
+            with self._lock:
                 if self._client is not None:
                     self._client.close()
-            self.dead_letters.close()
         self.report.log(self.logger, dry_run=self.dry_run)
         failed = self.report.total_failed()
         limit = int(self.config.get("max_failed_records", 0))

@@ -87,3 +87,31 @@ def test_any_whole_seconds(seconds: int) -> None:
 def test_never_raises_nor_goes_negative(value: str) -> None:
     result = parse_retry_after(value, now=NOW)
     assert result is None or result >= 0.0
+
+
+def test_retry_policy_honours_retry_after_exactly_and_caps_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from dynamics_api.retry import RetryPolicy
+
+    slept: list[float] = []
+    policy = RetryPolicy(
+        max_retries=3, backoff_base=2.0, backoff_max=5.0, jitter=0.1, sleep=slept.append
+    )
+    assert policy.delay(0, 7.0) == 7.0  # the service's wait, no jitter, even above backoff_max
+    assert 2.0 <= policy.delay(0, None) <= 2.2
+    assert policy.delay(10, None) == 5.0
+    assert policy.exhausted(3) and not policy.exhausted(2)
+    assert policy.exhausted(1, limit=1)
+    assert policy.too_long(301.0) and not policy.too_long(300.0) and not policy.too_long(None)
+    with caplog.at_level("INFO", logger="dynamics_api.http"):
+        policy.wait(
+            1.5, "Dataverse answered 429 on GET /x: retry 1 of 3", throttled=True, given=True
+        )
+    assert slept == [1.5]
+    (line,) = caplog.records
+    assert line.levelname == "INFO"
+    assert line.getMessage() == (
+        "Dataverse answered 429 on GET /x: retry 1 of 3 in 1.50 s (as Retry-After asks)"
+    )
+    assert (policy.waits, policy.waited_seconds) == (1, 1.5)

@@ -1,0 +1,134 @@
+"""The one retry policy: how long to wait before the next attempt, and when to stop.
+
+Used by :class:`~dynamics_api.http.DataverseClient` for whole requests and by target-dynamics for
+the operations of a ``$batch`` that failed on their own (a throttled or failed part):
+
+- a ``Retry-After`` the service gave is honoured exactly (no jitter on top of it); one longer than
+  ``max_retry_after`` is not waited for;
+- otherwise the wait grows exponentially, ``backoff_base * 2**n`` plus at most ``jitter`` of it,
+  never more than ``backoff_max``;
+- every wait is one log line (INFO for throttling, WARNING for failures) and is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+__all__ = ["RETRYABLE_STATUS", "RetryPolicy", "parse_retry_after"]
+
+log = logging.getLogger("dynamics_api.http")
+
+#: Statuses after which the same request may succeed: throttling and transient server failures.
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_RETRY_AFTER_SECONDS_RE = re.compile(r"^\d{1,15}(?:\.\d{1,6})?$")
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header value.
+
+    Args:
+        value: the header: whole (or decimal) seconds, or an HTTP date.
+        now: the current time, for HTTP dates (default: the clock, UTC).
+
+    Returns:
+        The seconds to wait (0 for a date in the past), or None when the header is absent, empty,
+        negative or not understood (the caller then backs off on its own).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if _RETRY_AFTER_SECONDS_RE.match(text):
+        return float(text)
+    if text[0] in "+-" or text[0].isdigit():
+        return None  # negative, signed, exponent or otherwise malformed seconds
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # asctime form, or "-0000": HTTP dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    current = now or datetime.now(UTC)
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+@dataclass
+class RetryPolicy:
+    """How long to wait before a retry, and when to give up.
+
+    Attributes:
+        max_retries: retries of one request (or one ``$batch`` operation) at most.
+        backoff_base: first exponential wait, in seconds.
+        backoff_max: longest exponential wait.
+        max_retry_after: longest ``Retry-After`` honoured; a longer one fails the request.
+        jitter: at most this fraction is added to exponential waits (never to Retry-After).
+        sleep: how to wait (tests pass a recorder).
+    """
+
+    max_retries: int = 6
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    max_retry_after: float = 300.0
+    jitter: float = 0.1
+    sleep: Callable[[float], None] = time.sleep
+    waited_seconds: float = field(default=0.0, init=False)
+    waits: int = field(default=0, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0.")
+
+    def backoff(self, retry: int) -> float:
+        """The exponential wait before retry number ``retry + 1`` (jitter included)."""
+        delay = min(self.backoff_max, self.backoff_base * (2.0 ** min(retry, 60)))
+        if self.jitter > 0:
+            delay = min(self.backoff_max, delay * (1.0 + random.uniform(0.0, self.jitter)))
+        return delay
+
+    def delay(self, retry: int, retry_after: float | None) -> float:
+        """The wait before the next attempt: the service's ``Retry-After`` exactly, or the
+        backoff."""
+        return retry_after if retry_after is not None else self.backoff(retry)
+
+    def too_long(self, retry_after: float | None) -> bool:
+        """Whether the service asked to wait longer than this policy will."""
+        return retry_after is not None and retry_after > self.max_retry_after
+
+    def exhausted(self, retries: int, limit: int | None = None) -> bool:
+        """Whether ``retries`` retries already used up the limit (``max_retries`` by default)."""
+        return retries >= (self.max_retries if limit is None else limit)
+
+    def wait(self, seconds: float, what: str, *, throttled: bool, given: bool) -> None:
+        """Log one line for this wait, then sleep ``seconds``.
+
+        Args:
+            seconds: how long.
+            what: what is retried and why (``Dataverse answered 429 on GET /accounts: retry 1
+                of 6``); never a header, token or query value.
+            throttled: the service throttled (INFO); otherwise a failure (WARNING).
+            given: the wait is the service's ``Retry-After``.
+        """
+        source = "as Retry-After asks" if given else "backing off"
+        log.log(
+            logging.INFO if throttled else logging.WARNING,
+            "%s in %.2f s (%s)",
+            what,
+            seconds,
+            source,
+        )
+        with self._lock:
+            self.waited_seconds += seconds
+            self.waits += 1
+        self.sleep(seconds)
