@@ -1,14 +1,17 @@
 """`tap-dynamics login` end to end against the emulator's Entra ID (authorize, token, device code).
 
 The test plays the browser: it reads the sign-in URL the command prints, asks the emulator's
-authorize endpoint (which signs the default user in at once) and delivers the answer to the
-command's local redirect listener, as a browser would.
+authorize endpoint (which signs the default user in at once) and delivers the answer to msal's
+local redirect listener, as a browser would. These tests also fail when msal stops taking the
+listener `dynamics_api.auth.login` hands to `acquire_token_interactive` (no URL is printed then).
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import logging
 import os
 import re
 import stat
@@ -25,19 +28,18 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 
-from dynamics_api.auth import FLOW_REFRESH_TOKEN, TokenProvider
+from dynamics_api.auth import (
+    FLOW_AUTHORIZATION_CODE,
+    FLOW_DEVICE_CODE,
+    FLOW_REFRESH_TOKEN,
+    LoginResult,
+    TokenProvider,
+)
 from dynamics_api.errors import AuthError, ConfigError
 from dynamics_api.session_base import VerifiedSession
 from dynamics_emulator.identity import GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE
 from dynamics_emulator.server import Emulator
-from tap_dynamics.login import (
-    FLOW_AUTHORIZATION_CODE,
-    FLOW_DEVICE_CODE,
-    LoginResult,
-    is_login_command,
-    login_main,
-    run_login,
-)
+from tap_dynamics.entry import is_login_command, login_main, run_login
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30.0
@@ -193,9 +195,8 @@ def assert_token_works(emu: Emulator, cache_path: Path, **config: Any) -> None:
 # ------------------------------------------------------------------------------ browser flow
 
 
-@pytest.mark.parametrize("response_mode", ["form_post", "query"])
 def test_browser_login_stores_the_refresh_token_in_the_cache(
-    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], response_mode: str
+    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cache = tmp_path / "tokens" / "cache.json"
     login = Login(public_config(emu, token_cache_path=str(cache)))
@@ -208,10 +209,7 @@ def test_browser_login_stores_the_refresh_token_in_the_cache(
     assert f"{emu.url}/user_impersonation" in query["scope"][0].split()
     assert "offline_access" in query["scope"][0].split()
     with Browser(emu) as browser:
-        if response_mode == "form_post":
-            page = browser.sign_in(url)
-        else:  # an identity provider answering with a redirect: the listener takes GET too
-            page = browser.follow(browser.authorize(with_query(url, response_mode="query")))
+        page = browser.sign_in(url)
     assert page.status_code == 200
     assert "close this tab" in page.text
     result = login.join()
@@ -230,6 +228,24 @@ def test_browser_login_stores_the_refresh_token_in_the_cache(
     assert result.refresh_token not in login.out.getvalue()
     assert str(cache) in login.out.getvalue()
     assert_token_works(emu, cache)
+
+
+def test_the_cache_file_is_not_locked_while_the_user_signs_in(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache.json"
+    login = Login(public_config(emu, token_cache_path=str(cache)))
+    url = login.sign_in_url()
+    # A scheduled run sharing the cache can take the lock while the browser is open.
+    fd = os.open(f"{cache}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError when held
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    with Browser(emu) as browser:
+        browser.sign_in(url)
+    assert login.join().refresh_token in cache.read_text()
 
 
 def test_a_second_login_replaces_the_account_in_an_existing_cache(
@@ -276,6 +292,35 @@ def test_browser_login_without_a_cache_prints_the_meltano_command(
     assert info is not None and info.user_object_id is not None
 
 
+@pytest.mark.parametrize("client", ["public", "confidential"])
+def test_browser_login_logs_no_code_secret_or_token(
+    emu: Emulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    client: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("msal", "msal.application", "msal.oauth2cli.authcode", "msal.token_cache"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    cache = tmp_path / "cache.json"
+    config = (
+        public_config(emu, token_cache_path=str(cache))
+        if client == "public"
+        else emu.tap_config(token_cache_path=str(cache))
+    )
+    login = Login(config)
+    with Browser(emu) as browser:
+        action, fields = browser.form(browser.authorize(login.sign_in_url()))
+        assert browser.post(action, fields).status_code == 200
+    result = login.join()
+    text = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert "Got auth response" in text  # msal's listener logged the answer ...
+    assert fields["code"] not in text  # ... without the code
+    for secret in (result.refresh_token, emu.client_secret):
+        assert secret not in text
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+\.", text)
+
+
 def test_the_target_prints_its_own_meltano_command(
     emu: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -305,7 +350,8 @@ def test_access_denied_is_one_clear_sentence(emu: Emulator, tmp_path: Path) -> N
                 "state": state,
             },
         )
-    assert page.status_code == 400
+    assert "Sign-in failed" in page.text
+    assert "User declined to consent" in page.text
     with pytest.raises(AuthError) as info:
         login.join()
     message = str(info.value)
@@ -316,22 +362,38 @@ def test_access_denied_is_one_clear_sentence(emu: Emulator, tmp_path: Path) -> N
     assert not cache.exists()
 
 
-def test_a_state_mismatch_is_rejected(emu: Emulator, tmp_path: Path) -> None:
+def test_a_state_mismatch_is_rejected_and_the_wait_goes_on(emu: Emulator, tmp_path: Path) -> None:
     cache = tmp_path / "cache.json"
     login = Login(public_config(emu, token_cache_path=str(cache)))
+    assert emu.identity is not None
     with Browser(emu) as browser:
         action, fields = browser.form(browser.authorize(login.sign_in_url()))
-        fields["state"] = "forged-state"
-        page = browser.post(action, fields)
-    assert page.status_code == 400
-    assert "state mismatch" in page.text
-    with pytest.raises(AuthError) as info:
-        login.join()
-    assert info.value.error == "state_mismatch"
-    assert "state mismatch" in str(info.value)
-    assert not cache.exists()
+        forged = browser.post(action, fields | {"state": "forged-state"})
+        assert forged.status_code == 400
+        assert "State mismatch" in forged.text
+        # The forged answer was not taken: its code was never redeemed, nothing was stored.
+        assert emu.identity.issued[GRANT_AUTHORIZATION_CODE] == 0
+        assert not cache.exists()
+        assert login.result is None and login.error is None
+        # The sign-in that was started still completes.
+        assert browser.post(action, fields).status_code == 200
+    result = login.join()
+    assert emu.identity.issued[GRANT_AUTHORIZATION_CODE] == 1
+    assert result.refresh_token in cache.read_text()
+
+
+def test_a_query_mode_answer_is_refused(emu: Emulator) -> None:
+    """The code must come back in a POST body (form_post), never in a URL a browser keeps."""
+    login = Login(public_config(emu))
+    url = login.sign_in_url()
     assert emu.identity is not None
-    assert emu.identity.issued[GRANT_AUTHORIZATION_CODE] == 0  # the code was never redeemed
+    with Browser(emu) as browser:
+        page = browser.follow(browser.authorize(with_query(url, response_mode="query")))
+        assert page.status_code == 400
+        assert emu.identity.issued[GRANT_AUTHORIZATION_CODE] == 0
+        assert browser.sign_in(url).status_code == 200
+    assert login.join().refresh_token
+    assert emu.identity.issued[GRANT_AUTHORIZATION_CODE] == 1
 
 
 def test_other_requests_to_the_listener_do_not_end_the_wait(emu: Emulator) -> None:
@@ -339,8 +401,9 @@ def test_other_requests_to_the_listener_do_not_end_the_wait(emu: Emulator) -> No
     url = login.sign_in_url()
     redirect_uri = parse_qs(urlsplit(url).query)["redirect_uri"][0]
     with Browser(emu) as browser:
-        assert browser.session.get(f"{redirect_uri}/favicon.ico", timeout=30).status_code == 404
-        assert browser.session.get(redirect_uri, timeout=30).status_code == 404
+        assert browser.session.get(f"{redirect_uri}/favicon.ico", timeout=30).status_code == 400
+        assert browser.session.get(redirect_uri, timeout=30).status_code == 400
+        assert browser.session.post(redirect_uri, data={"x": "1"}, timeout=30).status_code == 400
         assert browser.sign_in(url).status_code == 200
     assert login.join().refresh_token
 
@@ -535,35 +598,50 @@ def reaper() -> Iterator[list[subprocess.Popen[str]]]:
                 stream.close()
 
 
+class CliLogin:
+    """`tap-dynamics login` in a subprocess, its stdout and stderr read as they come."""
+
+    def __init__(self, args: list[str], emu: Emulator, reaper: list[subprocess.Popen[str]]) -> None:
+        self.proc = _cli(args, emu)
+        reaper.append(self.proc)
+        self.err: list[str] = []
+        self.out: list[str] = []
+        self._pumps = [
+            threading.Thread(target=_read_lines(self.proc.stderr, self.err), daemon=True),
+            threading.Thread(target=_read_lines(self.proc.stdout, self.out), daemon=True),
+        ]
+        for pump in self._pumps:
+            pump.start()
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            match = re.search(pattern, "".join(self.err))
+            if match:
+                return match
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not printed; got: {''.join(self.err)!r}")
+
+    def finish(self) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr)."""
+        code = self.proc.wait(WAIT)
+        for pump in self._pumps:
+            pump.join(10)
+        return code, "".join(self.out), "".join(self.err)
+
+
 def test_cli_device_code_login(
     emu: Emulator, tmp_path: Path, reaper: list[subprocess.Popen[str]]
 ) -> None:
     cache = tmp_path / "cache.json"
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(public_config(emu, token_cache_path=str(cache))))
-    proc = _cli(["login", "--device-code", "--config", str(config_file)], emu)
-    reaper.append(proc)
-    err_lines: list[str] = []
-    out_lines: list[str] = []
-    pumps = [
-        threading.Thread(target=_read_lines(proc.stderr, err_lines), daemon=True),
-        threading.Thread(target=_read_lines(proc.stdout, out_lines), daemon=True),
-    ]
-    for pump in pumps:
-        pump.start()
-    deadline = time.monotonic() + WAIT
-    user_code = None
-    while user_code is None and time.monotonic() < deadline and proc.poll() is None:
-        match = re.search(r"enter the code (\w+)", "".join(err_lines))
-        user_code = match.group(1) if match else None
-        time.sleep(0.05)
-    assert user_code, "".join(err_lines)
+    cli = CliLogin(["login", "--device-code", "--config", str(config_file)], emu, reaper)
+    user_code = cli.wait_for(r"enter the code (\w+)").group(1)
     assert emu.identity is not None
     emu.identity.approve_device_code(user_code)
-    assert proc.wait(WAIT) == 0, "".join(err_lines)
-    for pump in pumps:
-        pump.join(10)
-    stderr, stdout = "".join(err_lines), "".join(out_lines)
+    code, stdout, stderr = cli.finish()
+    assert code == 0, stderr
     assert stdout == ""
     assert "Signed in" in stderr and str(cache) in stderr
     assert_owner_only(cache)
@@ -572,6 +650,27 @@ def test_cli_device_code_login(
     rt = next(iter(refresh_tokens.values()))["secret"]
     assert rt not in stderr
     assert_token_works(emu, cache)
+
+
+def test_cli_browser_login_prints_the_meltano_command(
+    emu: Emulator, tmp_path: Path, reaper: list[subprocess.Popen[str]]
+) -> None:
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(public_config(emu)))
+    cli = CliLogin(["--config", str(config_file), "login", "--no-browser"], emu, reaper)
+    url = cli.wait_for(r"(https://\S+/oauth2/v2\.0/authorize\?\S+)").group(1)
+    with Browser(emu) as browser:
+        assert browser.sign_in(url).status_code == 200
+    code, stdout, stderr = cli.finish()
+    assert code == 0, stderr
+    match = re.fullmatch(r"meltano config tap-dynamics set refresh_token '([^']+)'\n", stdout)
+    assert match, stdout
+    assert match.group(1) not in stderr
+    assert "Signed in" in stderr
+    with TokenProvider.from_config(public_config(emu, refresh_token=match.group(1))) as p:
+        assert p.flow == FLOW_REFRESH_TOKEN
+        assert emu.identity is not None
+        assert emu.identity.validate_access_token(p.token(), resource=emu.url) is not None
 
 
 def test_cli_errors_show_no_secret(
