@@ -24,7 +24,7 @@ class _SessionLike(Protocol):
 OpenStream = Callable[[str], Iterable[bytes]]
 
 
-def metadata_url(environment_url: str, api_version: str = "9.2") -> str:
+def metadata_url(environment_url: str, api_version: str) -> str:
     """``{environment}/api/data/v{version}/$metadata?annotations=true``.
 
     Args:
@@ -50,7 +50,7 @@ def fetch_metadata(
     wanted: Iterable[str] | None = None,
     cache: MetadataCache | None = None,
     *,
-    api_version: str = "9.2",
+    api_version: str,
 ) -> EntityModel:
     """The environment's entity model, from the cache or streamed from ``$metadata``.
 
@@ -61,7 +61,8 @@ def fetch_metadata(
         environment_url: ``https://<org>.crm<N>.dynamics.com``.
         wanted: entity type logical names to keep (plus their base types); None keeps all.
         cache: where a parsed model is looked up first and saved after a fetch.
-        api_version: Web API version of the URL.
+        api_version: Web API version of the URL, the one the client uses (``9.2``); required,
+            so the metadata always describes the API the rows are read and written through.
 
     Returns:
         The entity model. A cached model may hold more entity types than ``wanted``; a fetched
