@@ -26,100 +26,18 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
 from bench.delta_bench import bench_delta
-from bench.discovery_bench import CRM_SCHEMA, bench_discovery
+from bench.discovery_bench import GENERATED_MB, bench_big_discovery, bench_discovery
 from bench.tap_bench import bench_tap
-from dynamics_api.metadata import MetadataCache, parse_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tap-dynamics-bench"
 MEMORY_GROWTH_LIMIT = 0.10
-GENERATED_MB = 40
-
-# -- discovery of a 40 MB CSDL --------------------------------------------------------------------
-
-_ENTITY_RE = re.compile(rb"<EntityType\b[^>]*?(?:/>|>.*?</EntityType>)", re.DOTALL)
-_NAME_RE = re.compile(rb'(<EntityType\b[^>]*?\bName=")([^"]+)(")')
-
-
-def generate_csdl(source: Path, target: Path, megabytes: int = GENERATED_MB) -> int:
-    """Write a CSDL of about ``megabytes`` MB: ``source`` with its entity types repeated under new
-    names (``account_c1``, ...) in the same schema. Returns the number of entity types added."""
-    doc = source.read_bytes()
-    types = _ENTITY_RE.findall(doc)
-    if not types:
-        raise RuntimeError(f"no EntityType in {source}")
-    last = doc.rfind(b"</EntityType>")
-    insert_at = last + len(b"</EntityType>")
-    wanted = megabytes * 2**20 - len(doc)
-    added = 0
-    copy = 0
-    with target.open("wb") as out:
-        out.write(doc[:insert_at])
-        written = 0
-        while written < wanted:
-            copy += 1
-            for block in types:
-                suffix = b"_c%d" % copy
-
-                def rename(m: re.Match[bytes], suffix: bytes = suffix) -> bytes:
-                    return m.group(1) + m.group(2) + suffix + m.group(3)
-
-                renamed = _NAME_RE.sub(rename, block, count=1)
-                out.write(b"\n" + renamed)
-                written += len(renamed) + 1
-                added += 1
-                if written >= wanted:
-                    break
-        out.write(doc[insert_at:])
-    return added
-
-
-def _timed(fn: Any, rounds: int) -> tuple[float, Any]:
-    best = float("inf")
-    result = None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
-def bench_big_discovery() -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-csdl-") as tmp_s:
-        tmp = Path(tmp_s)
-        path = tmp / "generated.xml"
-        added = generate_csdl(CRM_SCHEMA, path)
-        cold_s, model = _timed(lambda: parse_metadata(path), 2)
-        tracemalloc.start()
-        parse_metadata(path)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        cache = MetadataCache(tmp / "cache", ttl_seconds=3600)
-        cache.save("https://org.crm.dynamics.com", model)
-        cached_s, _ = _timed(lambda: cache.load("https://org.crm.dynamics.com", None), 3)
-        tracemalloc.start()
-        cache.load("https://org.crm.dynamics.com", None)
-        _, cached_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        return {
-            "document": "generated from crm_schema.xml",
-            "bytes": path.stat().st_size,
-            "entity_types": len(model.entities),
-            "entity_types_added": added,
-            "parse_all_seconds": round(cold_s, 3),
-            "parse_peak_traced_mb": round(peak / 2**20, 2),
-            "cached_load_seconds": round(cached_s, 3),
-            "cached_load_peak_traced_mb": round(cached_peak / 2**20, 2),
-        }
-
 
 # -- target ---------------------------------------------------------------------------------------
 

@@ -263,7 +263,10 @@ class TapDynamics(SentenceConfigErrors, Tap):
         def open_stream(url: str) -> t.Iterator[bytes]:
             return client.iter_bytes(url, headers={"Accept": "application/xml"})
 
-        return fetch_metadata(open_stream, client.environment_url, wanted, cache)
+        version = str(cfg.get("api_version") or "9.2")
+        return fetch_metadata(
+            open_stream, client.environment_url, wanted, cache, api_version=version
+        )
 
     # -- discovery ------------------------------------------------------------------------------
 

@@ -15,10 +15,16 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from dynamics_api.auth import TokenProvider
 from dynamics_api.cloud import normalize_environment_url
-from dynamics_api.entitydefs import inactive_state, state_options, text_lengths
 from dynamics_api.errors import ConfigError, DynamicsError
 from dynamics_api.http import DataverseClient
-from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata
+from dynamics_api.metadata import (
+    EntityModel,
+    MetadataCache,
+    fetch_metadata,
+    inactive_state,
+    state_options,
+    text_lengths,
+)
 from tap_dynamics.entry import SentenceConfigErrors, run_plugin
 from tap_dynamics.tap import CONNECTION_SETTINGS
 from target_dynamics.batchfiles import read_batch_file

@@ -6,7 +6,7 @@ Already covered elsewhere and not repeated here:
 tests/integration/test_target.py::test_validation_and_service_failures_are_dead_lettered (unknown
 columns, read-only columns, wrong types, invalid GUIDs, a missing key, an unknown lookup table, and a
 string over the column's length, known from EntityDefinitions and refused before sending),
-tests/unit/test_metadata.py::test_dtd_is_refused_before_parsing (billion laughs, external
+tests/unit/test_metadata_xmlguard.py::test_dtd_is_refused_before_parsing (billion laughs, external
 entities), tests/unit/test_batch.py::test_decode_refuses_malformed and the round trips of
 tests/unit/test_odata.py and tests/unit/test_batch.py.
 """

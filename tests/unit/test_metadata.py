@@ -1,15 +1,13 @@
-"""dynamics_api.metadata over the two real CSDL documents and small synthetic ones (no network)."""
+"""dynamics_api.metadata.parser and .resolve over the two real CSDL documents and small synthetic
+ones (no network)."""
 
 from __future__ import annotations
 
 import io
-import json
 import logging
-import os
 import re
-import stat
 import tracemalloc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,67 +15,13 @@ import pytest
 
 from dynamics_api.metadata import (
     EntityModel,
-    MetadataCache,
     MetadataError,
-    Property,
     fetch_metadata,
     json_schema,
-    metadata_url,
     parse_metadata,
-    property_schema,
-    schema_properties,
 )
 from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM
-
-SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
-ENV = "https://contoso.crm4.dynamics.com"
-STANDARD = [
-    "account",
-    "contact",
-    "incident",
-    "activitypointer",
-    "email",
-    "phonecall",
-    "task",
-    "opportunity",
-    "lead",
-    "systemuser",
-    "team",
-    "annotation",
-]
-
-EDMX_OPEN = '<edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx">'
-SCHEMA_OPEN = (
-    '<Schema Namespace="Microsoft.Dynamics.CRM" Alias="mscrm" '
-    'xmlns="http://docs.oasis-open.org/odata/ns/edm">'
-)
-
-
-def csdl(types: str, container: str = "", *, references: str = "", prolog: str = "") -> bytes:
-    """A minimal CSDL document around entity type declarations and entity sets."""
-    return (
-        f'<?xml version="1.0" encoding="utf-8"?>{prolog}{EDMX_OPEN}{references}'
-        f"<edmx:DataServices>{SCHEMA_OPEN}{types}"
-        f'<EntityContainer Name="System">{container}</EntityContainer>'
-        "</Schema></edmx:DataServices></edmx:Edmx>"
-    ).encode()
-
-
-def entity(name: str, body: str, *, base: str | None = None, abstract: bool = False) -> str:
-    attrs = f' Name="{name}"'
-    if base:
-        attrs += f' BaseType="mscrm.{base}"'
-    if abstract:
-        attrs += ' Abstract="true"'
-    return f"<EntityType{attrs}>{body}</EntityType>"
-
-
-def key(name: str) -> str:
-    return f'<Key><PropertyRef Name="{name}" /></Key>'
-
-
-def prop(name: str, edm_type: str = "Edm.String", extra: str = "", body: str = "") -> str:
-    return f'<Property Name="{name}" Type="{edm_type}"{extra}>{body}</Property>'
+from tests.unit.csdl_docs import ENV, VERSION, base_declared_first, csdl, entity, key, prop
 
 
 @pytest.fixture(scope="module")
@@ -233,174 +177,6 @@ def test_alternate_keys_on_metadata_types(crm: EntityModel) -> None:
     assert crm.entities["account"].alternate_keys == []
     with_keys = [e for e in crm.entities.values() if e.alternate_keys]
     assert len(with_keys) == len(re.findall(rb"Keys\.V1\.AlternateKeys", CRM_SCHEMA.read_bytes()))
-
-
-def test_type_histogram_is_covered(crm: EntityModel) -> None:
-    """Every Edm type in crm_schema.xml has a row in the mapping table below."""
-    used = {
-        p.element_type
-        for e in crm.entities.values()
-        for p in e.properties.values()
-        if p.kind == "primitive"
-    }
-    assert {
-        "Edm.Guid",
-        "Edm.String",
-        "Edm.Int32",
-        "Edm.DateTimeOffset",
-        "Edm.Boolean",
-        "Edm.Decimal",
-        "Edm.Int64",
-        "Edm.Double",
-        "Edm.Binary",
-        "Edm.Date",
-        "Edm.Int16",
-    } <= used
-    assert used <= {row.values[0] for row in TYPE_ROWS}
-    kinds = {p.kind for e in crm.entities.values() for p in e.properties.values()}
-    assert kinds == {"primitive", "complex", "enum"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Type mapping
-# ---------------------------------------------------------------------------------------------
-
-TYPE_ROWS = [
-    pytest.param(
-        "Edm.Guid", "primitive", {"type": ["string", "null"], "format": "uuid"}, id="guid"
-    ),
-    pytest.param("Edm.String", "primitive", {"type": ["string", "null"]}, id="string"),
-    pytest.param("Edm.Int16", "primitive", {"type": ["integer", "null"]}, id="int16"),
-    pytest.param("Edm.Int32", "primitive", {"type": ["integer", "null"]}, id="int32"),
-    pytest.param("Edm.Int64", "primitive", {"type": ["integer", "null"]}, id="int64"),
-    pytest.param(
-        "Edm.DateTimeOffset",
-        "primitive",
-        {"type": ["string", "null"], "format": "date-time"},
-        id="datetimeoffset",
-    ),
-    pytest.param(
-        "Edm.Date", "primitive", {"type": ["string", "null"], "format": "date"}, id="date"
-    ),
-    pytest.param("Edm.Boolean", "primitive", {"type": ["boolean", "null"]}, id="boolean"),
-    pytest.param("Edm.Decimal", "primitive", {"type": ["number", "null"]}, id="decimal"),
-    pytest.param("Edm.Double", "primitive", {"type": ["number", "null"]}, id="double"),
-    pytest.param(
-        "Edm.Binary",
-        "primitive",
-        {"type": ["string", "null"], "contentEncoding": "base64"},
-        id="binary",
-    ),
-    pytest.param(
-        "Microsoft.Dynamics.CRM.Label", "complex", {"type": ["object", "null"]}, id="complex"
-    ),
-    pytest.param(
-        "Microsoft.Dynamics.CRM.AttributeTypeCode", "enum", {"type": ["string", "null"]}, id="enum"
-    ),
-    pytest.param(
-        "Collection(Edm.String)",
-        "primitive",
-        {"type": ["array", "null"], "items": {"type": "string"}},
-        id="collection-string",
-    ),
-    pytest.param(
-        "Collection(Edm.Guid)",
-        "primitive",
-        {"type": ["array", "null"], "items": {"type": "string", "format": "uuid"}},
-        id="collection-guid",
-    ),
-    pytest.param(
-        "Collection(Microsoft.Dynamics.CRM.LocalizedLabel)",
-        "complex",
-        {"type": ["array", "null"], "items": {"type": "object"}},
-        id="collection-complex",
-    ),
-    pytest.param("Microsoft.Dynamics.CRM.Unknown", "unknown", {}, id="unknown-anything"),
-]
-
-
-@pytest.mark.parametrize(("edm_type", "kind", "expected"), TYPE_ROWS)
-def test_property_schema(edm_type: str, kind: Any, expected: dict[str, Any]) -> None:
-    assert property_schema(Property("p", edm_type, kind=kind)) == expected
-
-
-def test_key_and_string_facets() -> None:
-    assert property_schema(Property("id", "Edm.Guid"), nullable=False) == {
-        "type": "string",
-        "format": "uuid",
-    }
-    assert property_schema(Property("s", "Edm.String", max_length=160)) == {
-        "type": ["string", "null"],
-        "maxLength": 160,
-    }
-
-
-def test_real_columns_map_as_documented(crm: EntityModel) -> None:
-    contact = json_schema(crm.entities["contact"])["properties"]
-    assert contact["birthdate"] == {"type": ["string", "null"], "format": "date"}
-    assert contact["createdon"] == {"type": ["string", "null"], "format": "date-time"}
-    account = json_schema(crm.entities["account"])["properties"]
-    assert account["revenue"] == {"type": ["number", "null"]}
-    assert account["address1_latitude"] == {"type": ["number", "null"]}
-    assert account["versionnumber"] == {"type": ["integer", "null"]}
-    assert account["_parentaccountid_value"] == {"type": ["string", "null"], "format": "uuid"}
-    metadata = json_schema(crm.entities["EntityMetadata"])["properties"]
-    assert metadata["DisplayName"] == {"type": ["object", "null"]}  # complex Label
-    assert metadata["OwnershipType"] == {"type": ["string", "null"]}  # enum OwnershipTypes
-
-
-def test_json_schema_of_account(crm: EntityModel) -> None:
-    account = crm.entities["account"]
-    schema = json_schema(account)
-    assert schema["type"] == "object"
-    assert "additionalProperties" not in schema  # open on purpose (see json_schema docstring)
-    assert schema["required"] == ["accountid"]
-    assert schema["properties"]["accountid"] == {"type": "string", "format": "uuid"}
-    nullable = [n for n, s in schema["properties"].items() if "null" not in s["type"]]
-    assert nullable == ["accountid"]
-    assert set(schema["properties"]) == set(account.properties)
-
-
-def test_schema_property_order_is_key_then_alphabetical(crm: EntityModel) -> None:
-    account = crm.entities["account"]
-    names = schema_properties(account)
-    assert names[0] == "accountid" and names[1:] == sorted(names[1:])
-    assert list(json_schema(account)["properties"]) == names
-
-
-def test_schema_subset_keeps_the_key(crm: EntityModel) -> None:
-    account = crm.entities["account"]
-    schema = json_schema(account, properties=["name", "_parentaccountid_value"])
-    assert list(schema["properties"]) == ["accountid", "_parentaccountid_value", "name"]
-    with pytest.raises(MetadataError, match="parentaccountid"):
-        json_schema(account, properties=["name", "parentaccountid"])
-
-
-def test_catalog_is_stable_across_parses(crm: EntityModel) -> None:
-    again = parse_metadata(CRM_SCHEMA.read_bytes(), STANDARD)
-    for name in STANDARD:
-        first = json.dumps(json_schema(crm.entities[name]))
-        second = json.dumps(json_schema(again.entities[name]))
-        assert first == second
-
-
-def test_integer_key_of_the_synthetic_example_entity(dyn: EntityModel) -> None:
-    example = dyn.entities["ExampleEntity"]
-    assert example.key == ["ID"] and example.base_type is None
-    assert json_schema(example)["properties"]["ID"] == {"type": "integer"}
-
-
-def test_account_schema_snapshot(crm: EntityModel) -> None:
-    path = SNAPSHOTS / "crm_schema_account.schema.json"
-    actual = json.dumps(json_schema(crm.entities["account"]), indent=2, ensure_ascii=False) + "\n"
-    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual, encoding="utf-8")
-    assert path.is_file(), f"{path} is missing; run with UPDATE_SNAPSHOTS=1 to create it"
-    assert path.read_text(encoding="utf-8") == actual, (
-        f"the account schema differs from {path}; if the change is intended, review it and "
-        "regenerate with UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/unit/test_metadata.py"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,17 +358,9 @@ def test_is_custom_heuristic(name: str, custom: bool) -> None:
     assert model.entities[name].is_custom is custom
 
 
-def _base_declared_first() -> bytes:
-    return csdl(
-        entity("base", key("baseid") + prop("baseid", "Edm.Guid") + prop("shared"))
-        + entity("derived", key("baseid") + prop("own"), base="base")
-        + entity("other", key("otherid") + prop("otherid", "Edm.Guid"))
-    )
-
-
 @pytest.mark.parametrize("as_file", [False, True], ids=["bytes", "seekable-file"])
 def test_non_abstract_base_before_derived_is_reread(as_file: bool) -> None:
-    doc = _base_declared_first()
+    doc = base_declared_first()
     model = parse_metadata(io.BytesIO(doc) if as_file else doc, ["derived"])
     assert set(model.entities) == {"derived", "base"}
     assert list(model.entities["derived"].properties) == ["baseid", "shared", "own"]
@@ -611,7 +379,7 @@ def test_non_abstract_base_before_derived_unreadable_stream() -> None:
             return self._data.read(size)
 
     with pytest.raises(MetadataError, match="base"):
-        parse_metadata(OneShot(_base_declared_first()), ["derived"])  # type: ignore[arg-type]
+        parse_metadata(OneShot(base_declared_first()), ["derived"])  # type: ignore[arg-type]
 
 
 def test_chunk_boundaries_do_not_matter(crm: EntityModel) -> None:
@@ -622,12 +390,12 @@ def test_chunk_boundaries_do_not_matter(crm: EntityModel) -> None:
         yield from (data[i : i + 1] for i in range(3, 30000))  # one byte at a time
         yield from (data[i : i + 7919] for i in range(30000, len(data), 7919))
 
-    model = fetch_metadata(ragged, ENV, ["account"])
+    model = fetch_metadata(ragged, ENV, ["account"], api_version=VERSION)
     assert model.entities["account"] == crm.entities["account"]
 
 
 def test_utf16_document_with_bom_parses() -> None:
-    text = _base_declared_first().decode().replace('encoding="utf-8"', 'encoding="UTF-16"')
+    text = base_declared_first().decode().replace('encoding="utf-8"', 'encoding="UTF-16"')
     for codec in ("utf-16-le", "utf-16-be"):
         bom = "\ufeff".encode(codec)
         model = parse_metadata(bom + text.encode(codec))
@@ -639,271 +407,3 @@ def test_bom_and_comment_before_root_parse() -> None:
         entity("x", key("id") + prop("id", "Edm.Guid")), prolog="<!-- hi --><?pi x?>"
     )
     assert set(parse_metadata(doc).entities) == {"x"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Hostile and foreign documents
-# ---------------------------------------------------------------------------------------------
-
-BILLION_LAUGHS = (
-    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
-    + b"".join(
-        b' <!ENTITY lol%d "%s">\n' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
-        for i in range(1, 10)
-    )
-    + b"]>\n"
-    + EDMX_OPEN.encode()
-    + b"&lol9;</edmx:Edmx>"
-)
-EXTERNAL_ENTITY = (
-    b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
-    + EDMX_OPEN.encode()
-    + b"&xxe;</edmx:Edmx>"
-)
-DOCTYPE_ONLY = (
-    b'<!DOCTYPE edmx:Edmx SYSTEM "http://attacker.example/x.dtd">' + csdl("").split(b"?>", 1)[1]
-)
-
-
-def _utf16(doc: bytes, codec: str) -> bytes:
-    text = doc.decode().replace('<?xml version="1.0"?>', '<?xml version="1.0" encoding="UTF-16"?>')
-    return "\ufeff".encode(codec) + text.encode(codec)
-
-
-@pytest.mark.parametrize(
-    "doc",
-    [
-        pytest.param(BILLION_LAUGHS, id="billion-laughs"),
-        pytest.param(EXTERNAL_ENTITY, id="external-entity"),
-        pytest.param(DOCTYPE_ONLY, id="external-dtd"),
-        pytest.param(b"\xef\xbb\xbf" + BILLION_LAUGHS, id="utf8-bom"),
-        pytest.param(
-            BILLION_LAUGHS.replace(b"?>\n", b"?>\n<!-- comment -->\n<?pi data?>\n", 1),
-            id="after-comment-and-pi",
-        ),
-        pytest.param(_utf16(BILLION_LAUGHS, "utf-16-le"), id="utf16le-bom"),
-        pytest.param(_utf16(BILLION_LAUGHS, "utf-16-be"), id="utf16be-bom"),
-        pytest.param(_utf16(EXTERNAL_ENTITY, "utf-16-le")[2:], id="utf16le-no-bom"),
-    ],
-)
-def test_dtd_is_refused_before_parsing(doc: bytes) -> None:
-    with pytest.raises(MetadataError, match="DOCTYPE/ENTITY"):
-        parse_metadata(doc)
-    # also when it arrives one byte at a time
-    with pytest.raises(MetadataError, match="DOCTYPE/ENTITY"):
-        fetch_metadata(lambda url: (doc[i : i + 1] for i in range(len(doc))), ENV, None)
-
-
-@pytest.mark.parametrize(
-    ("doc", "message"),
-    [
-        pytest.param(
-            b'<?xml version="1.0" encoding="cp037"?>' + EDMX_OPEN.encode(),
-            "cp037",
-            id="ebcdic-declared",
-        ),
-        pytest.param(b"\x00\x00\xfe\xff\x00\x00\x00<", "UTF-32", id="utf32"),
-        pytest.param(b"\x4c\x6f\xa7\x94\x93\x40", "EBCDIC", id="ebcdic"),
-    ],
-)
-def test_refused_encodings(doc: bytes, message: str) -> None:
-    with pytest.raises(MetadataError, match=message):
-        parse_metadata(doc)
-
-
-@pytest.mark.parametrize(
-    "doc",
-    [
-        pytest.param(b"<!DOCTYPE html><html><body>Sign in</body></html>", id="html-doctype"),
-        pytest.param(b"<html><head><title>Sign in</title></head></html>", id="html"),
-        pytest.param(b'{"error": {"code": "0x80060888"}}', id="json"),
-        pytest.param(b"", id="empty"),
-        pytest.param(b"   \n  ", id="blank"),
-        pytest.param(
-            b'<edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx">'
-            b"</edmx:Edmx>",
-            id="odata-v3-csdl",
-        ),
-        pytest.param(b'<feed xmlns="http://www.w3.org/2005/Atom"></feed>', id="atom"),
-    ],
-)
-def test_not_csdl_is_refused(doc: bytes) -> None:
-    with pytest.raises(MetadataError, match="isn't a Dataverse environment"):
-        parse_metadata(doc)
-
-
-def test_malformed_csdl_is_refused() -> None:
-    with pytest.raises(MetadataError, match="not well-formed"):
-        parse_metadata(csdl(entity("x", key("id")))[:-40])
-
-
-def test_metadata_error_is_a_value_error() -> None:
-    assert issubclass(MetadataError, ValueError)
-
-
-def test_str_source_is_a_path() -> None:
-    with pytest.raises(TypeError, match="bytes"):
-        parse_metadata("<edmx:Edmx/>")
-    assert set(parse_metadata(str(CRM_SCHEMA), ["account"]).entities) == {
-        "account",
-        "crmbaseentity",
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Fetching and caching
-# ---------------------------------------------------------------------------------------------
-
-
-class Opener:
-    """An ``open_stream`` that serves a document in chunks and records the URLs."""
-
-    def __init__(self, doc: bytes, chunk: int = 8192) -> None:
-        self.doc, self.chunk = doc, chunk
-        self.urls: list[str] = []
-
-    def __call__(self, url: str) -> Iterator[bytes]:
-        self.urls.append(url)
-        for i in range(0, len(self.doc), self.chunk):
-            yield self.doc[i : i + self.chunk]
-
-
-def test_metadata_url() -> None:
-    assert metadata_url("https://Contoso.crm4.dynamics.com/") == (
-        "https://contoso.crm4.dynamics.com/api/data/v9.2/$metadata?annotations=true"
-    )
-
-
-def test_fetch_streams_through_the_parser() -> None:
-    opener = Opener(CRM_SCHEMA.read_bytes())
-    model = fetch_metadata(opener, ENV + "/", ["account"])
-    assert opener.urls == [f"{ENV}/api/data/v9.2/$metadata?annotations=true"]
-    assert set(model.entities) == {"account", "crmbaseentity"}
-
-
-def test_fetch_refetches_when_a_base_was_skipped() -> None:
-    opener = Opener(_base_declared_first(), chunk=64)
-    model = fetch_metadata(opener, ENV, ["derived"])
-    assert len(opener.urls) == 2
-    assert set(model.entities) == {"derived", "base"}
-
-
-def test_fetch_with_a_session_like_object() -> None:
-    doc = CRM_SCHEMA.read_bytes()
-
-    class Response:
-        closed = False
-
-        def raise_for_status(self) -> None:
-            pass
-
-        def iter_content(self, chunk_size: int) -> Iterable[bytes]:
-            return (doc[i : i + chunk_size] for i in range(0, len(doc), chunk_size))
-
-        def close(self) -> None:
-            self.closed = True
-
-    class Session:
-        def __init__(self) -> None:
-            self.calls: list[tuple[str, dict[str, Any]]] = []
-            self.response = Response()
-
-        def get(self, url: str, **kwargs: Any) -> Response:
-            self.calls.append((url, kwargs))
-            return self.response
-
-    session = Session()
-    model = fetch_metadata(session, ENV, ["contact"])
-    assert "contact" in model.entities
-    assert session.calls[0][1]["stream"] is True
-    assert session.response.closed
-
-
-def test_cache_round_trip(tmp_path: Path, crm: EntityModel) -> None:
-    cache = MetadataCache(tmp_path / "cache", ttl_seconds=3600)
-    cache.save(ENV, crm)
-    loaded = cache.load(ENV, None)
-    assert loaded == crm
-    assert loaded is not None and loaded.entities["account"] == crm.entities["account"]
-    assert loaded.lookup_targets(loaded.entities["account"].lookups["_ownerid_value"]) == [
-        "systemuser",
-        "team",
-    ]
-    assert cache.load(ENV, ["account", "email"]) == crm
-    # same environment, differently spelled
-    assert cache.load("HTTPS://contoso.CRM4.dynamics.com:443/", ["account"]) == crm
-    assert cache.load("https://fabrikam.crm.dynamics.com", ["account"]) is None
-    files = list((tmp_path / "cache").iterdir())
-    assert len(files) == 1 and files[0].suffix == ".json"
-    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
-    assert b"<edmx" not in files[0].read_bytes()  # the parsed model, not the XML
-
-
-def test_cache_loading_does_not_need_the_xml(tmp_path: Path) -> None:
-    model = parse_metadata(CRM_SCHEMA, ["account"])
-    MetadataCache(tmp_path, 3600).save(ENV, model)
-
-    def no_network(url: str) -> Iterator[bytes]:
-        raise AssertionError("fetched although cached")
-
-    assert fetch_metadata(no_network, ENV, ["account"], MetadataCache(tmp_path, 3600)) == model
-
-
-def test_cache_ttl(tmp_path: Path) -> None:
-    now = [1_000_000.0]
-    cache = MetadataCache(tmp_path, ttl_seconds=600, clock=lambda: now[0])
-    model = parse_metadata(CRM_SCHEMA, ["account"])
-    cache.save(ENV, model)
-    now[0] += 599
-    assert cache.load(ENV, ["account"]) == model
-    now[0] += 2
-    assert cache.load(ENV, ["account"]) is None
-
-
-def test_cache_must_hold_every_wanted_type(tmp_path: Path) -> None:
-    cache = MetadataCache(tmp_path, 3600)
-    cache.save(ENV, parse_metadata(CRM_SCHEMA, ["account"]))
-    assert cache.load(ENV, ["account"]) is not None
-    assert cache.load(ENV, ["account", "contact"]) is None
-    assert cache.load(ENV, None) is None  # a partial model never answers "everything"
-    opener = Opener(CRM_SCHEMA.read_bytes())
-    model = fetch_metadata(opener, ENV, ["account", "contact"], cache)
-    assert len(opener.urls) == 1 and "contact" in model.entities
-    assert cache.load(ENV, ["contact"]) is not None  # saved after the fetch
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        pytest.param(b"\x00\xff garbage", id="garbage"),
-        pytest.param(
-            b'{"format": 1, "environment": "https://contoso.crm4.dynamics.com"', id="truncated"
-        ),
-        pytest.param(b"[]", id="wrong-shape"),
-        pytest.param(
-            b'{"format": 1, "environment": "https://contoso.crm4.dynamics.com", "saved_at": 1e12,'
-            b' "entities": [{"name": "x"}]}',
-            id="missing-fields",
-        ),
-        pytest.param(b'{"format": 99}', id="future-format"),
-    ],
-)
-def test_corrupt_cache_is_tolerated(
-    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
-    cache = MetadataCache(tmp_path, 3600)
-    cache.path_for(ENV).write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="dynamics_api.metadata"):
-        assert cache.load(ENV, ["account"]) is None
-    assert "corrupt" in caplog.text
-    model = fetch_metadata(Opener(CRM_SCHEMA.read_bytes()), ENV, ["account"], cache)
-    assert cache.load(ENV, ["account"]) == model  # replaced by a good one
-
-
-def test_cache_save_failure_is_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    cache = MetadataCache(blocker / "cache", 3600)
-    with caplog.at_level(logging.WARNING, logger="dynamics_api.metadata"):
-        cache.save(ENV, parse_metadata(CRM_SCHEMA, ["account"]))
-    assert "Could not save" in caplog.text
