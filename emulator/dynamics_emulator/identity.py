@@ -65,11 +65,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus, urlencode, urlsplit
 
+import jwt
 import orjson
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dynamics_emulator.wire import Response
 
@@ -101,6 +101,17 @@ _JSON_TYPE = "application/json; charset=utf-8"
 _HTML_TYPE = "text/html; charset=utf-8"
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ23456789"
 _ASSERTION_SKEW = 300
+_ASSERTION_ALGORITHMS = ("RS256", "PS256")
+_SIGNATURE_ONLY: jwt.types.Options = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+}
 
 
 @dataclass(frozen=True)
@@ -733,19 +744,14 @@ class IdentityProvider:
         def bad(code: int, description: str) -> _AadError:
             return _AadError(401, "invalid_client", code, description)
 
-        parts = assertion.split(".")
-        if len(parts) != 3:
-            raise bad(50027, "JWT token is invalid or malformed.")
         try:
-            header = orjson.loads(_b64d(parts[0]))
-            claims = orjson.loads(_b64d(parts[1]))
-            signature = _b64d(parts[2])
-        except (binascii.Error, ValueError, orjson.JSONDecodeError):
+            # Parsed first without the key: which certificate signed it is in the header.
+            unverified = jwt.decode_complete(assertion, options={"verify_signature": False})
+        except jwt.InvalidTokenError:
             raise bad(50027, "JWT token is invalid or malformed.") from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise bad(50027, "JWT token is invalid or malformed.")
+        header, claims = unverified["header"], unverified["payload"]
         alg = header.get("alg")
-        if alg not in ("RS256", "PS256"):
+        if alg not in _ASSERTION_ALGORITHMS:
             raise bad(
                 5002738, f"Invalid JWT token. '{alg}' is not a supported signature algorithm."
             )
@@ -767,14 +773,13 @@ class IdentityProvider:
                 "The certificate with identifier used to sign the client assertion is not "
                 "registered on application.",
             )
-        pad: padding.AsymmetricPadding = (
-            padding.PKCS1v15()
-            if alg == "RS256"
-            else padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
-        )
         try:
-            key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"), pad, hashes.SHA256())
-        except (InvalidSignature, ValueError):
+            # The signature only: the claims are checked below, each with its own AADSTS code,
+            # against the provider's clock (PyJWT would read the wall clock).
+            jwt.decode(
+                assertion, key, algorithms=list(_ASSERTION_ALGORITHMS), options=_SIGNATURE_ONLY
+            )
+        except jwt.InvalidTokenError:
             raise bad(700027, "Client assertion failed signature validation.") from None
         if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
             raise bad(
@@ -1403,12 +1408,9 @@ class IdentityProvider:
         return self._sign(claims)
 
     def _sign(self, claims: dict[str, Any]) -> str:
-        header = {"typ": "JWT", "alg": "RS256", "x5t": self._kid, "kid": self._kid}
-        signing_input = f"{_b64e(orjson.dumps(header))}.{_b64e(orjson.dumps(claims))}"
-        signature = self._key.sign(
-            signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
+        return jwt.encode(
+            claims, self._key, algorithm="RS256", headers={"x5t": self._kid, "kid": self._kid}
         )
-        return f"{signing_input}.{_b64e(signature)}"
 
     def _count(self, client: ClientApp, grant_type: str) -> None:
         self.issued[grant_type] += 1
