@@ -14,6 +14,10 @@ its own and equals the same slice of the whole table.
   phones, addresses, money, state/status pairs), everything else gets a value appropriate to its
   type and length.
 
+Word lists live in the package's data files, read once at import: ``data/people.json`` (given and
+family names by culture), ``data/places.json`` (countries, cities, streets, phone plans,
+currencies) and ``data/vocabulary.json`` (companies, products, titles, subjects, sentences).
+
 Time: ``createdon`` grows with the row index over the two years before ``now``; about 30 % of the
 rows have their ``modifiedon`` in one of five "bulk import" seconds per table (half of them in the
 most recent one), so many rows share a ``modifiedon`` second, as after a real data migration.
@@ -27,12 +31,14 @@ import datetime as _dt
 import functools
 import hashlib
 import itertools
+import json
 import random
 import struct
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TypeVar
+from importlib import resources
+from typing import Any, TypeVar
 
 from .model import Attribute, Entity, Model
 
@@ -46,596 +52,34 @@ _DAY = 86400
 _T = TypeVar("_T")
 
 # =============================================================================================
-# Word lists (written for this project).
+# Word lists (written for this project), in the package's data files.
 # =============================================================================================
 
-# Cultures: (weight, [(country iso, weight)], male first names, female first names, last names)
-_CULTURES: list[tuple[float, list[tuple[str, float]], str, str, str]] = [
-    (
-        26,
-        [("US", 9), ("CA", 1)],
-        "James Michael Robert David William Daniel Matthew Anthony Kevin Brian Tyler Marcus "
-        "Jamal DeShawn Ethan Caleb Logan Austin Cody Garrett",
-        "Mary Jennifer Linda Emily Ashley Sarah Jessica Megan Lauren Brittany Keisha Renée "
-        "Madison Hailey Kayla Dakota Savannah Courtney Tiffany Shannon",
-        "Smith Johnson Williams Brown Jones Miller Davis Wilson Anderson Taylor Thomas Moore "
-        "Jackson Martin Thompson White Harris Clark Lewis Robinson Walker Young Allen King "
-        "Wright Scott Green Baker Adams Nelson Hill Campbell Mitchell Roberts Carter Phillips "
-        "Evans Turner Parker Collins Edwards Stewart Morris Cook Rogers Morgan Cooper Peterson "
-        "Reed Bailey Bell Howard Ward Cox Richardson Brooks Bennett Gray Hughes Price Sanders "
-        "Myers Foster Jenkins Washington Hayes",
-    ),
-    (
-        10,
-        [("GB", 6), ("IE", 3), ("AU", 2), ("CA", 1)],
-        "Oliver Harry George Jack Liam Seán Cian Eoin Rory Callum Alistair Hamish Niall Declan "
-        "Ciarán Dermot Rhys Gareth",
-        "Amelia Olivia Isla Niamh Siobhán Aoife Gráinne Eleanor Charlotte Imogen Saoirse Orla "
-        "Fiona Bronwen Ffion Caitríona",
-        "O'Brien O'Connor O'Sullivan Murphy Kelly Byrne Ryan McCarthy Fitzgerald Walsh Doyle "
-        "Davies Evans Roberts Hughes Clarke Wright Hall MacLeod Fraser Ó_Súilleabháin "
-        "Mac_Giolla_Phádraig O'Neill Gallagher Kennedy Quinn Lynch Llewellyn Pryce Fletcher",
-    ),
-    (
-        10,
-        [("DE", 7), ("CH", 2), ("AT", 1)],
-        "Lukas Jonas Maximilian Jürgen Günter Klaus Stefan Matthias Tobias Björn Sören Jörg "
-        "Florian Uwe Dieter Kai",
-        "Zoë Anna Lea Hannah Sophie Katharina Käthe Lena Miriam Ursula Sabine Maren Annika "
-        "Brigitte Jülide Frauke",
-        "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Schäfer "
-        "Koch Bauer Richter Klein Wolf Schröder Neumann Schwarz Zimmermann Braun Krüger "
-        "Hartmann Lange Werner Krause Lehmann Köhler Weiß Groß Jäger Vogel von_Bülow "
-        "Böttcher Große-Brömer Öztürk Thüringer",
-    ),
-    (
-        7,
-        [("FR", 6), ("CA", 2), ("CH", 1)],
-        "Jean Pierre François Étienne Jérôme Benoît Mathieu Théo Loïc Hugo Gaël Aurélien "
-        "Rémi Cédric Anaël",
-        "Noémie Élodie Chloé Hélène Camille Léa Manon Océane Inès Anaïs Mélanie Gaëlle "
-        "Clémence Maëlys Bérénice",
-        "Martin Bernard Dubois Robert Richard Petit Durand Leroy Moreau Simon Laurent "
-        "Lefèvre Michel Bertrand Roux Vincent Fournier Morel Girard André Mercier Dupont "
-        "Lambert Bonnet D'Arcy L'Heureux Lévesque Côté Gagné Bélanger Tremblay Pelletier "
-        "Rousseau Gauthier",
-    ),
-    (
-        6,
-        [("ES", 6), ("US", 2)],
-        "José Javier Álvaro Sergio Raúl Andrés Íñigo Joaquín Miguel Ángel Alejandro Pablo "
-        "Jesús Rubén",
-        "María Lucía Carmen Sofía Marta Inés Begoña Nuria Pilar Ainhoa Rocío Ángela Almudena Elena",
-        "García Rodríguez González Fernández López Martínez Sánchez Pérez Gómez Jiménez Ruiz "
-        "Hernández Díaz Moreno Muñoz Álvarez Romero Núñez Gutiérrez Navarro Torres Domínguez "
-        "Vázquez Ramos Ramírez Serrano Blanco Suárez García-López Iglesias Ortega Castaño",
-    ),
-    (
-        4,
-        [("BR", 1)],
-        "João Luís Thiago Rafael Lucas Matheus Vinícius Caio Gustavo Leandro Otávio",
-        "Ana Júlia Beatriz Letícia Fernanda Camila Gabriela Conceição Luíza Tânia Aline",
-        "Silva Santos Oliveira Souza Pereira Costa Rodrigues Almeida Nascimento Lima Araújo "
-        "Carvalho Gomes Ribeiro Gonçalves Magalhães Assunção Brandão Simões",
-    ),
-    (
-        4,
-        [("SE", 3), ("DK", 2)],
-        "Lars Søren Björn Anders Mikael Henrik Åke Magnus Rasmus Emil Jørgen Nils",
-        "Åsa Ingrid Sigrid Maja Freja Linnéa Astrid Karin Mette Ebba Signe Birgitta",
-        "Andersson Johansson Karlsson Nilsson Eriksson Larsson Olsson Persson Svensson "
-        "Gustafsson Jensen Nielsen Hansen Pedersen Sørensen Rasmussen Jørgensen Lindqvist "
-        "Bergström Åberg Øster Lindgren Holmström",
-    ),
-    (
-        3,
-        [("PL", 1)],
-        "Łukasz Krzysztof Paweł Tomasz Michał Wojciech Jakub Grzegorz Jiří Bartłomiej",
-        "Agnieszka Małgorzata Katarzyna Zofia Joanna Magdalena Ewa Żaneta Jadwiga Grażyna",
-        "Nowak Kowalski Wiśniewski Wójcik Kowalczyk Kamiński Lewandowski Zieliński Szymański "
-        "Woźniak Dąbrowski Kozłowski Dvořák Novák Jabłoński Król Mazur",
-    ),
-    (
-        3,
-        [("NL", 1)],
-        "Daan Sem Bram Joost Pieter Maarten Thijs Sjoerd Gijs Ruud",
-        "Emma Julia Sanne Anouk Femke Marloes Lotte Fleur Ilse Maaike",
-        "de_Jong Jansen de_Vries van_den_Berg van_Dijk Bakker Visser Smit Meijer de_Boer "
-        "Mulder de_Groot Bos Vos Hendriks van_Leeuwen Dekker van_'t_Hof Brouwer",
-    ),
-    (
-        3,
-        [("IT", 3), ("CH", 1)],
-        "Giuseppe Marco Luca Niccolò Matteo Andrea Lorenzo Davide Nicolò",
-        "Giulia Chiara Francesca Federica Martina Alessia Benedetta Ludovica",
-        "Rossi Russo Ferrari Esposito Bianchi Romano Colombo Ricci Marino Greco D'Angelo "
-        "Lombardi De_Luca Fontana Caruso Galli Conti",
-    ),
-    (
-        4,
-        [("JP", 1)],
-        "Haruto Sōta Ren Yūto Takeshi Hiroshi Kenji Daiki Shōhei Kōji",
-        "Yui Aoi Sakura Hina Yūko Akiko Naomi Mei Yōko Rin",
-        "Satō Suzuki Takahashi Tanaka Watanabe Itō Yamamoto Nakamura Kobayashi Katō "
-        "Yoshida Yamada Sasaki Matsumoto Inoue Kimura Ōno Saitō",
-    ),
-    (
-        5,
-        [("IN", 4), ("GB", 1), ("US", 1)],
-        "Aarav Vivaan Arjun Rohan Rahul Sanjay Vikram Karthik Anand Siddharth",
-        "Ananya Priya Diya Aditi Kavya Lakshmi Sneha Pooja Deepika Meenakshi",
-        "Sharma Patel Gupta Singh Kumar Reddy Iyer Nair Menon Rao Chatterjee Banerjee Desai "
-        "Mehta Joshi Krishnan Subramanian",
-    ),
-    (
-        4,
-        [("US", 2), ("AU", 1), ("CA", 1)],
-        "Wei Jun Hao Lei Yong Jian Tao Zhiwei",
-        "Fang Li Mei Xiu Ying Jing Lan Xiaoling",
-        "Wang Li Zhang Liu Chen Yang Huang Zhao Wu Zhou Xu Sun Ma Zhu Hu Guo Lin",
-    ),
-    (
-        3,
-        [("DE", 2), ("GB", 1), ("NL", 1), ("US", 1)],
-        "Ahmed Mohammed Omar Youssef Emre Mehmet Can Karim Tarek",
-        "Fatima Aisha Layla Zeynep Elif Ayşe Yasmin Nour",
-        "Al-Farsi Haddad Khoury Mansour Nassar Yılmaz Kaya Demir Şahin Çelik Öztürk Aydın",
-    ),
-    (
-        2,
-        [("FR", 2), ("CA", 1)],
-        "Mamadou Ousmane Cheikh Ibrahima Moussa",
-        "Awa Fatou Aminata Mariama Khady",
-        "N'Diaye Diallo Traoré Diop Sow Camara Keïta",
-    ),
-]
 
-# Countries: iso -> (name, weight, tld, legal forms, street format, streets, phone, cities)
-# phone: ("nanp",) | ("uk",) | (country code, digit groups of the subscriber number)
-# city: (name, state or province, postal kind, postal base, latitude, longitude, area code)
-_COUNTRIES: dict[str, tuple[str, float, str, str, str, str, tuple[object, ...], list[tuple]]] = {
-    "US": (
-        "United States",
-        30,
-        "com",
-        "Inc.|LLC|Corp.|Co.",
-        "{n} {s}",
-        "Main Street|Oak Avenue|Pine Street|Maple Drive|Cedar Lane|NE 36th Way|"
-        "148th Avenue NE|Elm Street|Washington Boulevard|Lake Shore Drive|Sunset Boulevard|"
-        "Market Street|Commerce Parkway|Riverside Drive|Industrial Way",
-        ("nanp",),
-        [
-            ("Redmond", "WA", "us", 98052, 47.674, -122.121, "425"),
-            ("Seattle", "WA", "us", 98101, 47.606, -122.332, "206"),
-            ("New York", "NY", "us", 10001, 40.713, -74.006, "212"),
-            ("Chicago", "IL", "us", 60601, 41.878, -87.630, "312"),
-            ("Austin", "TX", "us", 78701, 30.267, -97.743, "512"),
-            ("Denver", "CO", "us", 80202, 39.739, -104.990, "303"),
-            ("Boston", "MA", "us", 2108, 42.360, -71.058, "617"),
-            ("San Francisco", "CA", "us", 94103, 37.775, -122.419, "415"),
-            ("Atlanta", "GA", "us", 30303, 33.749, -84.388, "404"),
-            ("Miami", "FL", "us", 33130, 25.762, -80.192, "305"),
-            ("Minneapolis", "MN", "us", 55401, 44.978, -93.265, "612"),
-            ("Coeur d'Alene", "ID", "us", 83814, 47.678, -116.780, "208"),
-        ],
-    ),
-    "CA": (
-        "Canada",
-        5,
-        "ca",
-        "Inc.|Ltd.|Ltée",
-        "{n} {s}",
-        "King Street West|Rue Sainte-Catherine|Yonge Street|Granville Street|Rue Saint-Denis|"
-        "Jasper Avenue|Bay Street",
-        ("nanp",),
-        [
-            ("Toronto", "ON", "ca", "M5V", 43.653, -79.383, "416"),
-            ("Montréal", "QC", "ca", "H3B", 45.502, -73.567, "514"),
-            ("Vancouver", "BC", "ca", "V6B", 49.283, -123.121, "604"),
-            ("Québec", "QC", "ca", "G1R", 46.813, -71.208, "418"),
-            ("Calgary", "AB", "ca", "T2P", 51.045, -114.072, "403"),
-        ],
-    ),
-    "GB": (
-        "United Kingdom",
-        10,
-        "co.uk",
-        "Ltd|PLC|LLP",
-        "{n} {s}",
-        "High Street|Station Road|Church Lane|Victoria Road|King's Road|Queen's Parade|"
-        "Mill Lane|St John's Wood Road|Park Avenue|The Crescent|Princes Street",
-        ("uk",),
-        [
-            ("London", "", "uk", "EC1A", 51.507, -0.128, "20"),
-            ("London", "", "uk", "SW1A", 51.501, -0.142, "20"),
-            ("Manchester", "", "uk", "M1", 53.481, -2.243, "161"),
-            ("Edinburgh", "", "uk", "EH1", 55.953, -3.188, "131"),
-            ("Bristol", "", "uk", "BS1", 51.454, -2.588, "117"),
-            ("Leeds", "", "uk", "LS1", 53.801, -1.549, "113"),
-            ("Cardiff", "", "uk", "CF10", 51.481, -3.179, "29"),
-        ],
-    ),
-    "IE": (
-        "Ireland",
-        2,
-        "ie",
-        "Ltd|DAC|Teoranta",
-        "{n} {s}",
-        "O'Connell Street|Grafton Street|Patrick Street|Shop Street|Sráid an Chláir",
-        ("353", (3, 4)),
-        [
-            ("Dublin", "Co. Dublin", "ie", "D02", 53.349, -6.260, "1"),
-            ("Cork", "Co. Cork", "ie", "T12", 51.899, -8.475, "21"),
-            ("Galway", "Co. Galway", "ie", "H91", 53.271, -9.057, "91"),
-        ],
-    ),
-    "DE": (
-        "Germany",
-        10,
-        "de",
-        "GmbH|AG|GmbH & Co. KG|KG",
-        "{s} {n}",
-        "Hauptstraße|Bahnhofstraße|Schillerstraße|Goethestraße|Lindenallee|Am Marktplatz|"
-        "Königsallee|Friedrichstraße|Maximilianstraße|Schloßstraße|Gartenweg|Mühlenweg",
-        ("49", (4, 4)),
-        [
-            ("München", "Bayern", "d5", 80331, 48.137, 11.575, "89"),
-            ("Berlin", "Berlin", "d5", 10115, 52.520, 13.405, "30"),
-            ("Hamburg", "Hamburg", "d5", 20095, 53.551, 9.994, "40"),
-            ("Köln", "Nordrhein-Westfalen", "d5", 50667, 50.938, 6.960, "221"),
-            ("Düsseldorf", "Nordrhein-Westfalen", "d5", 40210, 51.227, 6.774, "211"),
-            ("Frankfurt am Main", "Hessen", "d5", 60311, 50.110, 8.682, "69"),
-            ("Stuttgart", "Baden-Württemberg", "d5", 70173, 48.776, 9.183, "711"),
-            ("Nürnberg", "Bayern", "d5", 90402, 49.452, 11.077, "911"),
-        ],
-    ),
-    "AT": (
-        "Austria",
-        1,
-        "at",
-        "GmbH|AG",
-        "{s} {n}",
-        "Mariahilfer Straße|Kärntner Straße|Getreidegasse|Landstraßer Hauptstraße",
-        ("43", (3, 4)),
-        [
-            ("Wien", "Wien", "d4", 1010, 48.208, 16.374, "1"),
-            ("Graz", "Steiermark", "d4", 8010, 47.071, 15.439, "316"),
-            ("Salzburg", "Salzburg", "d4", 5020, 47.809, 13.055, "662"),
-        ],
-    ),
-    "CH": (
-        "Switzerland",
-        3,
-        "ch",
-        "AG|SA|GmbH|Sàrl",
-        "{s} {n}",
-        "Bahnhofstrasse|Rue du Rhône|Via Nassa|Marktgasse|Seestrasse|Avenue de la Gare",
-        ("41", (3, 2, 2)),
-        [
-            ("Zürich", "ZH", "d4", 8001, 47.377, 8.541, "44"),
-            ("Genève", "GE", "d4", 1201, 46.204, 6.143, "22"),
-            ("Basel", "BS", "d4", 4051, 47.560, 7.589, "61"),
-            ("Lugano", "TI", "d4", 6900, 46.004, 8.951, "91"),
-        ],
-    ),
-    "FR": (
-        "France",
-        7,
-        "fr",
-        "SARL|SAS|S.A.|SCOP",
-        "{n} {s}",
-        "rue de la République|avenue Jean Jaurès|boulevard Haussmann|rue du Faubourg Saint-Honoré|"
-        "place de l'Église|rue Pasteur|quai des Chartrons|allée des Tilleuls|rue d'Alésia",
-        ("33", (1, 2, 2, 2, 2)),
-        [
-            ("Paris", "Île-de-France", "d5", 75001, 48.857, 2.352, ""),
-            ("Lyon", "Auvergne-Rhône-Alpes", "d5", 69001, 45.764, 4.836, ""),
-            ("Marseille", "Provence-Alpes-Côte d'Azur", "d5", 13001, 43.297, 5.370, ""),
-            ("Toulouse", "Occitanie", "d5", 31000, 43.605, 1.444, ""),
-            ("Bordeaux", "Nouvelle-Aquitaine", "d5", 33000, 44.838, -0.579, ""),
-            ("Nantes", "Pays de la Loire", "d5", 44000, 47.218, -1.554, ""),
-        ],
-    ),
-    "ES": (
-        "Spain",
-        5,
-        "es",
-        "S.L.|S.A.|S.L.U.",
-        "{s}, {n}",
-        "Calle de Alcalá|Paseo de Gracia|Avenida de la Constitución|Calle Mayor|"
-        "Rúa do Franco|Calle de Colón|Plaza de España|Carrer de Balmes",
-        ("34", (3, 3, 3)),
-        [
-            ("Madrid", "Comunidad de Madrid", "d5", 28001, 40.417, -3.704, ""),
-            ("Barcelona", "Cataluña", "d5", 8001, 41.385, 2.173, ""),
-            ("Sevilla", "Andalucía", "d5", 41001, 37.389, -5.984, ""),
-            ("Valencia", "Comunidad Valenciana", "d5", 46001, 39.470, -0.376, ""),
-            ("A Coruña", "Galicia", "d5", 15001, 43.362, -8.411, ""),
-            ("Málaga", "Andalucía", "d5", 29001, 36.721, -4.421, ""),
-        ],
-    ),
-    "IT": (
-        "Italy",
-        4,
-        "it",
-        "S.p.A.|S.r.l.|S.n.c.",
-        "{s}, {n}",
-        "Via Roma|Corso Vittorio Emanuele II|Via Garibaldi|Piazza del Duomo|Via dell'Indipendenza|"
-        "Viale Monza|Via Nazionale",
-        ("39", (2, 4, 4)),
-        [
-            ("Milano", "Lombardia", "d5", 20121, 45.464, 9.190, ""),
-            ("Roma", "Lazio", "d5", 118, 41.903, 12.496, ""),
-            ("Torino", "Piemonte", "d5", 10121, 45.070, 7.687, ""),
-            ("Bologna", "Emilia-Romagna", "d5", 40121, 44.494, 11.343, ""),
-            ("Forlì", "Emilia-Romagna", "d5", 47121, 44.223, 12.041, ""),
-        ],
-    ),
-    "NL": (
-        "Netherlands",
-        4,
-        "nl",
-        "B.V.|N.V.",
-        "{s} {n}",
-        "Keizersgracht|Damrak|Coolsingel|'s-Gravendijkwal|Oudegracht|Stationsplein|Lange Voorhout",
-        ("31", (2, 3, 4)),
-        [
-            ("Amsterdam", "Noord-Holland", "nl", 1012, 52.370, 4.895, "20"),
-            ("Rotterdam", "Zuid-Holland", "nl", 3011, 51.924, 4.478, "10"),
-            ("Utrecht", "Utrecht", "nl", 3511, 52.091, 5.122, "30"),
-            ("'s-Hertogenbosch", "Noord-Brabant", "nl", 5211, 51.699, 5.304, "73"),
-            ("Den Haag", "Zuid-Holland", "nl", 2511, 52.070, 4.300, "70"),
-        ],
-    ),
-    "SE": (
-        "Sweden",
-        3,
-        "se",
-        "AB|HB",
-        "{s} {n}",
-        "Drottninggatan|Kungsgatan|Storgatan|Vasagatan|Götgatan|Östra Hamngatan",
-        ("46", (3, 3, 2)),
-        [
-            ("Stockholm", "Stockholms län", "se", 11122, 59.329, 18.069, "8"),
-            ("Göteborg", "Västra Götalands län", "se", 41101, 57.709, 11.975, "31"),
-            ("Malmö", "Skåne län", "se", 21120, 55.605, 13.004, "40"),
-            ("Uppsala", "Uppsala län", "se", 75320, 59.859, 17.639, "18"),
-        ],
-    ),
-    "DK": (
-        "Denmark",
-        2,
-        "dk",
-        "A/S|ApS|I/S",
-        "{s} {n}",
-        "Nørregade|Strøget|Vesterbrogade|Østerbrogade|Åboulevard|Søndergade",
-        ("45", (2, 2, 2, 2)),
-        [
-            ("København", "Region Hovedstaden", "d4", 1050, 55.676, 12.568, ""),
-            ("Aarhus", "Region Midtjylland", "d4", 8000, 56.163, 10.204, ""),
-            ("Odense", "Region Syddanmark", "d4", 5000, 55.404, 10.403, ""),
-        ],
-    ),
-    "PL": (
-        "Poland",
-        3,
-        "pl",
-        "Sp. z o.o.|S.A.|Sp. j.",
-        "ul. {s} {n}",
-        "Marszałkowska|Długa|Łąkowa|Piotrkowska|Świętojańska|Floriańska|Żelazna",
-        ("48", (2, 3, 2, 2)),
-        [
-            ("Warszawa", "mazowieckie", "pl", 950, 52.230, 21.012, "22"),
-            ("Kraków", "małopolskie", "pl", 31001, 50.065, 19.945, "12"),
-            ("Łódź", "łódzkie", "pl", 90001, 51.759, 19.456, "42"),
-            ("Gdańsk", "pomorskie", "pl", 80001, 54.352, 18.647, "58"),
-            ("Wrocław", "dolnośląskie", "pl", 50001, 51.108, 17.039, "71"),
-        ],
-    ),
-    "BR": (
-        "Brazil",
-        4,
-        "com.br",
-        "Ltda.|S.A.|EIRELI",
-        "{s}, {n}",
-        "Avenida Paulista|Rua Augusta|Avenida Atlântica|Rua da Consolação|Rua XV de Novembro",
-        ("55", (4, 4)),
-        [
-            ("São Paulo", "SP", "br", 1310, -23.551, -46.633, "11"),
-            ("Rio de Janeiro", "RJ", "br", 22010, -22.907, -43.173, "21"),
-            ("Belo Horizonte", "MG", "br", 30110, -19.917, -43.935, "31"),
-            ("Curitiba", "PR", "br", 80010, -25.429, -49.271, "41"),
-            ("Florianópolis", "SC", "br", 88010, -27.595, -48.548, "48"),
-        ],
-    ),
-    "JP": (
-        "Japan",
-        4,
-        "co.jp",
-        "K.K.|G.K.|Co., Ltd.",
-        "{n}-{m}-{k} {s}",
-        "Marunouchi, Chiyoda-ku|Shibuya, Shibuya-ku|Umeda, Kita-ku|Sakae, Naka-ku|"
-        "Nishi-Shinjuku, Shinjuku-ku|Gion, Higashiyama-ku",
-        ("81", (4, 4)),
-        [
-            ("Tōkyō", "Tōkyō-to", "jp", 100, 35.682, 139.767, "3"),
-            ("Ōsaka", "Ōsaka-fu", "jp", 530, 34.694, 135.502, "6"),
-            ("Nagoya", "Aichi-ken", "jp", 460, 35.181, 136.906, "52"),
-            ("Kyōto", "Kyōto-fu", "jp", 605, 35.012, 135.768, "75"),
-        ],
-    ),
-    "IN": (
-        "India",
-        4,
-        "in",
-        "Pvt. Ltd.|Ltd.|LLP",
-        "{n}, {s}",
-        "MG Road|Brigade Road|Linking Road|Anna Salai|Park Street|Residency Road",
-        ("91", (4, 4)),
-        [
-            ("Bengaluru", "Karnataka", "in", 560001, 12.972, 77.595, "80"),
-            ("Mumbai", "Maharashtra", "in", 400001, 19.076, 72.878, "22"),
-            ("Chennai", "Tamil Nadu", "in", 600001, 13.083, 80.271, "44"),
-            ("Hyderabad", "Telangana", "in", 500001, 17.385, 78.487, "40"),
-            ("Kolkata", "West Bengal", "in", 700001, 22.573, 88.364, "33"),
-        ],
-    ),
-    "AU": (
-        "Australia",
-        3,
-        "com.au",
-        "Pty Ltd|Ltd",
-        "{n} {s}",
-        "George Street|Collins Street|Queen Street|Hay Street|King William Street",
-        ("61", (4, 4)),
-        [
-            ("Sydney", "NSW", "d4", 2000, -33.869, 151.209, "2"),
-            ("Melbourne", "VIC", "d4", 3000, -37.814, 144.963, "3"),
-            ("Brisbane", "QLD", "d4", 4000, -27.470, 153.026, "7"),
-            ("Perth", "WA", "d4", 6000, -31.952, 115.861, "8"),
-        ],
-    ),
-}
+def _load(name: str) -> Any:
+    """``dynamics_emulator/data/<name>.json``, read once at import."""
+    text = resources.files("dynamics_emulator").joinpath("data", f"{name}.json").read_text("utf-8")
+    return json.loads(text)
+
+
+_PEOPLE = _load("people")  # cultures: weight, countries (iso -> weight), given and family names
+_PLACES = _load("places")  # countries with their cities, currencies
+_VOCABULARY = _load("vocabulary")  # companies, products, titles, subjects, sentences, ...
 
 # Currencies, seed-independent so every table agrees with the transactioncurrency rows.
 # (iso code, name, symbol, precision, units per base unit); USD is the base currency.
 _CURRENCIES: list[tuple[str, str, str, int, float]] = [
-    ("USD", "US Dollar", "$", 2, 1.0),
-    ("EUR", "Euro", "€", 2, 0.9215),
-    ("GBP", "Pound Sterling", "£", 2, 0.7862),
-    ("JPY", "Japanese Yen", "¥", 0, 151.37),
-    ("CHF", "Swiss Franc", "CHF", 2, 0.8841),
-    ("CAD", "Canadian Dollar", "CA$", 2, 1.3712),
-    ("AUD", "Australian Dollar", "A$", 2, 1.5234),
-    ("SEK", "Swedish Krona", "kr", 2, 10.642),
-    ("DKK", "Danish Krone", "kr.", 2, 6.8731),
-    ("PLN", "Polish Złoty", "zł", 2, 3.9874),
-    ("INR", "Indian Rupee", "₹", 2, 83.4125),
-    ("BRL", "Brazilian Real", "R$", 2, 5.0841),
+    (c["code"], c["name"], c["symbol"], c["precision"], c["rate"]) for c in _PLACES["currencies"]
 ]
 _CURRENCY_WEIGHTS = [55.0, 20.0, 15.0, 10.0]  # USD, EUR, GBP, JPY; others 2 each
+_CURRENCY_INDEX = {c[0]: j for j, c in enumerate(_CURRENCIES)}
 _COUNTRY_CURRENCY = {
-    "US": 0, "DE": 1, "FR": 1, "ES": 1, "IT": 1, "NL": 1, "IE": 1, "AT": 1, "GB": 2, "JP": 3,
-    "CH": 4, "CA": 5, "AU": 6, "SE": 7, "DK": 8, "PL": 9, "IN": 10, "BR": 11,
-}  # fmt: skip
+    iso: _CURRENCY_INDEX[code] for iso, code in _PLACES["country_currency"].items()
+}
 
-_COMPANY_STEMS = (
-    "Fabrikam|Contoso|Northwind|Adatum|Litware|Proseware|Tailspin|Wingtip|Woodgrove|Lucerne|"
-    "Alpine|Blue Yonder|Coho|Trey|Humongous|Margie's|Fourth Coffee|Wide World|Graphic Design|"
-    "Southridge|Relecloud|Lamna|Munson's|Bellows|Datum|Nod|Cronus|Kestrel|Harbor Point|"
-    "Silverline|Ironbridge|Redwood|Granite Peak|Blackwater|Meridian|Summit|Crescent|Pioneer|"
-    "Evergreen|Aurora|Polaris|Vertex|Keystone|Lakeside|Brightwater|Oakhurst|Stonegate|"
-    "Nordlicht|Rheinwerk|Alpenglühen|Lumière|Côte d'Azur|Ibérica|Peñalara|Norrsken|Älvdal|"
-    "Sakura|Fuji Kōgyō|Paulista|Jabłonka|Zuiderzee|Ganga|Southern Cross|Tír na nÓg|Kōyō"
-)
-_COMPANY_SECTORS = (
-    "Logistics|Foods|Consulting|Engineering|Systems|Pharma|Textiles|Motors|Solutions|Energy|"
-    "Holdings|Media|Robotics|Analytics|Insurance|Airlines|Toys|Winery|Publishing|Freight|"
-    "Medical Devices|Semiconductors|Bakery|Outfitters|Construction|Partners|Software|"
-    "Hospitality|Telecom|Packaging|Chemicals|Furniture|Dairy|Brewing|Renewables|Security|"
-    "Shipping|Optics|Electronics|Biotech|Financial Services|Retail|Travel|Studios|Labs"
-)
-_PRODUCTS = (
-    "Contoso Router X200|Northwind POS Terminal|Fabrikam Thermostat Pro|Litware CRM Connector|"
-    "Adatum Smart Meter|Proseware Payroll Cloud|Tailspin Drone T4|Wingtip Label Printer|"
-    "Woodgrove Mobile Banking|Lucerne Reader App|Coho Fleet Tracker|Trey BioScanner 3|"
-    "Alpine Ski Rental Kiosk|Blue Yonder Booking Portal|Humongous Claims Portal|"
-    "Relecloud Backup Service|Southridge Video Encoder|Kestrel Firewall K9|Meridian ERP|"
-    "Polaris GPS Module|Summit HVAC Controller|Vertex Badge Reader"
-)
-_ISSUES = (
-    "{p} will not power on|Cannot sign in to {p}|{p} shows error 0x{h}|"
-    "Invoice {inv} charged twice|Refund request for order #{num}|"
-    "Request: add {k} seats to {p} licence|Question about warranty for serial {ser}|"
-    "{p} firmware update failed|Slow performance after upgrading {p}|"
-    "Data missing from last month's report|Shipment {num} arrived damaged|"
-    "How do I export data from {p}?|Password reset e-mail never arrives|"
-    "Billing address change for account {inv}|{p} keeps disconnecting from Wi-Fi|"
-    "Duplicate records after import|Need invoice copy for PO {num}|"
-    'Feature request: dark mode in {p}|Can\'t print from {p} ("spooler stopped")|'
-    "Cancel subscription & refund remaining term"
-)
-_OPPORTUNITIES = (
-    "{k} units of {p}|{p} rollout for {c}|Annual support renewal – {c}|"
-    "{c}: upgrade to {p}|Pilot of {p} ({k} sites)|Multi-year licence for {c}|"
-    "{c} expansion – phase {ph}|Replacement of legacy systems at {c}"
-)
-_PROJECTS = (
-    "{c} ERP rollout|{c} website relaunch|{c} data migration|CRM integration for {c}|"
-    "{c} warehouse automation|Field service pilot – {c}|{c} security audit|"
-    "{c} cloud move (phase {ph})"
-)
-_JOB_TITLES = (
-    "Purchasing Manager|Chief Executive Officer|Chief Financial Officer|IT Director|"
-    "Operations Manager|Sales Representative|Account Manager|Office Manager|"
-    "Head of Procurement|Customer Service Lead|Software Engineer|Marketing Director|"
-    "Logistics Coordinator|Plant Manager|Financial Controller|Project Manager|"
-    "Business Analyst|HR Generalist|Facilities Manager|VP, Sales & Marketing|"
-    "Geschäftsführer|Directeur général|Jefa de compras|Responsabile IT"
-)
-_USER_TITLES = (
-    "Customer Service Representative|Senior Support Engineer|Service Manager|"
-    "Sales Manager|Account Executive|Field Technician|System Administrator|"
-    "Escalation Engineer|Knowledge Manager|Team Lead, Tier 2"
-)
-_TEAMS = (
-    "Tier 1 Support|Tier 2 Support|Field Service – EMEA|Sales – North America|Key Accounts|"
-    "Billing & Collections|Escalations|Partner Desk|Onboarding|Customer Success – APAC|"
-    "Returns & Warranty|Social Care"
-)
-_SENTENCES = (
-    "Customer reported the issue through the portal.|"
-    "Follow-up agreed for next week.|"
-    "Prefers to be contacted by e-mail rather than phone.|"
-    "Long-standing customer since the 2015 rollout.|"
-    "Discussed pricing & delivery dates; waiting on a signed quote.|"
-    "Escalated to Tier 2 after the first remote session.|"
-    "Contract renewal is due in Q3.|"
-    'Asked for a callback "before 10 am" local time.|'
-    "Main contact is on parental leave until further notice.|"
-    "Invoices go to the accounts-payable mailbox, not the buyer.|"
-    "Site visit scheduled; bring spare parts <PN-4471>.|"
-    "Uses the on-premises version alongside the cloud service.|"
-    "The customer's IT team confirmed the fix works. 🙂|"
-    "Notes from the trade show: interested in the premium tier.|"
-    "Zahlung erfolgt per Überweisung innerhalb von 30 Tagen.|"
-    "Le client souhaite une réponse en français.|"
-    "Tab-separated export attached:\tcolumns A–F.|"
-    "Second line of the note.\nThird line, after a line break.|"
-    "Please don't call the main switchboard; use the direct line."
-)
-_EMAIL_SUBJECTS = (
-    "Re: {t}|Fw: {t}|Quote {num} for {c}|Your case {cas} has been updated|"
-    "Meeting notes – {c}|Invoice {inv}|Welcome to {p}|Re: Re: delivery date for PO {num}|"
-    "Question about {p}|Out of office: {t}"
-)
-_CALL_SUBJECTS = (
-    "Follow-up call with {c}|Call back about case {cas}|Discuss renewal of {p}|"
-    "Intro call – {c}|Voicemail from {c}|Check-in on {p} rollout"
-)
-_TASK_SUBJECTS = (
-    "Prepare quote for {c}|Send {p} brochure|Schedule on-site visit at {c}|"
-    "Review contract draft|Update account details for {c}|Close case {cas}|"
-    "Order spare parts for {p}|Check credit limit of {c}"
-)
-_CATEGORIES = "Sales|Support|Billing|Onboarding|Renewal|Field Service|Administration"
-_SUBCATEGORIES = "Hardware|Software|Licensing|Training|Shipping|Warranty|Invoice"
-_GENERIC_WORDS = (
-    "standard|premium|regional|annual|north|south|central|legacy|digital|priority|"
-    "partner|internal|external|primary|secondary|review|pending|archive|draft|final|"
-    "alpha|delta|kappa|omega|orchid|cobalt|amber|jade|onyx|saffron"
-)
-_SURNAME_FIRMS = "& Söhne|& Partners|& Co.|Brothers|& Daughters|Family Farms"
-_FREE_DOMAINS = (
-    "outlook.example|mail.example|posteo.example|web.example|correo.example|yahoo.example"
-)
 _ORG_DOMAIN = "contoso.onmicrosoft.com"
 _UTC_CODES = (4, 20, 35, 85, 110, 105, 235, 190, 150, 65)
 _POSTAL_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
-
-
-def _split(s: str, sep: str = "|") -> tuple[str, ...]:
-    return tuple(x.strip() for x in s.split(sep) if x.strip())
 
 
 def _ascii_slug(text: str, sep: str = "") -> str:
@@ -669,12 +113,8 @@ def _ascii_slug(text: str, sep: str = "") -> str:
 _Name = tuple[str, str]  # (display, ascii slug)
 
 
-def _names(words: str) -> tuple[_Name, ...]:
-    out = []
-    for w in words.split():
-        display = w.replace("_", " ")
-        out.append((display, _ascii_slug(display)))
-    return tuple(out)
+def _names(names: list[str]) -> tuple[_Name, ...]:
+    return tuple((display, _ascii_slug(display)) for display in names)
 
 
 class _City:
@@ -696,8 +136,14 @@ class _City:
         "region",
     )
 
-    def __init__(self, spec: tuple[str, str, str, object, float, float, str]) -> None:
-        self.name, self.region, self.kind, self.base, self.lat, self.lon, self.area = spec
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.name: str = spec["name"]
+        self.region: str = spec["region"]
+        self.kind: str = spec["postal"][0]
+        self.base: int | str = spec["postal"][1]  # first postcode, or its fixed part
+        self.lat: float = spec["at"][0]
+        self.lon: float = spec["at"][1]
+        self.area: str = spec["area"]
         self.lines: tuple[str, ...] = ()
         self.postals: tuple[str, ...] = ()
         self.coords: tuple[tuple[float, float], ...] = ()
@@ -718,18 +164,19 @@ class _Country:
         "tld",
     )
 
-    def __init__(
-        self, iso: str, spec: tuple[str, float, str, str, str, str, tuple[object, ...], list[tuple]]
-    ) -> None:
-        name, _weight, tld, legal, street_fmt, streets, phone, cities = spec
+    def __init__(self, iso: str, spec: dict[str, Any]) -> None:
         self.iso = iso
-        self.name = name
-        self.tld = tld
-        self.legal = _split(legal)
-        self.street_fmt = street_fmt
-        self.streets = _split(streets)
-        self.phone = phone
-        self.cities = tuple(_City(c) for c in cities)
+        self.name: str = spec["name"]
+        self.tld: str = spec["tld"]
+        self.legal = tuple(spec["legal_forms"])
+        self.street_fmt: str = spec["street_format"]
+        self.streets = tuple(spec["streets"])
+        plan = spec["phone"]
+        # ("nanp",) | ("uk",) | (country code, digit groups of the subscriber number)
+        self.phone: tuple[object, ...] = (
+            (plan["plan"],) if "plan" in plan else (plan["country_code"], tuple(plan["groups"]))
+        )
+        self.cities = tuple(_City(c) for c in spec["cities"])
         self.currency = _COUNTRY_CURRENCY.get(iso, 0)
 
 
@@ -754,50 +201,52 @@ class _Weighted:
         return k if k < self.last else self.last
 
 
+_COUNTRIES: dict[str, dict[str, Any]] = _PLACES["countries"]
 _COUNTRY: dict[str, _Country] = {iso: _Country(iso, spec) for iso, spec in _COUNTRIES.items()}
 _COUNTRY_LIST = tuple(_COUNTRY.values())
-_COUNTRY_PICK = _Weighted(_COUNTRY_LIST, [spec[1] for spec in _COUNTRIES.values()])
+_COUNTRY_PICK = _Weighted(_COUNTRY_LIST, [spec["weight"] for spec in _COUNTRIES.values()])
 
 
 class _Culture:
     __slots__ = ("countries", "female", "last", "male", "pick_country")
 
-    def __init__(
-        self, countries: list[tuple[str, float]], male: str, female: str, last: str
-    ) -> None:
-        self.countries = tuple(_COUNTRY[iso] for iso, _ in countries)
-        self.pick_country = _Weighted(self.countries, [w for _, w in countries])
-        self.male = _names(male)
-        self.female = _names(female)
-        self.last = _names(last)
+    def __init__(self, spec: dict[str, Any]) -> None:
+        countries: dict[str, float] = spec["countries"]
+        self.countries = tuple(_COUNTRY[iso] for iso in countries)
+        self.pick_country = _Weighted(self.countries, list(countries.values()))
+        self.male = _names(spec["male"])
+        self.female = _names(spec["female"])
+        self.last = _names(spec["last"])
 
 
-_CULTURE_LIST = tuple(_Culture(cs, m, f, last) for _, cs, m, f, last in _CULTURES)
-_CULTURE_PICK = _Weighted(_CULTURE_LIST, [c[0] for c in _CULTURES])
+_CULTURES: list[dict[str, Any]] = _PEOPLE["cultures"]
+_CULTURE_LIST = tuple(_Culture(spec) for spec in _CULTURES)
+_CULTURE_PICK = _Weighted(_CULTURE_LIST, [spec["weight"] for spec in _CULTURES])
 _ALL_LAST = tuple(n for cu in _CULTURE_LIST for n in cu.last)
 _ALL_FIRST = tuple(n for cu in _CULTURE_LIST for n in cu.male + cu.female)
 
-_STEMS = tuple((s, _ascii_slug(s)) for s in _split(_COMPANY_STEMS))
-_SECTORS = tuple((s, _ascii_slug(s)) for s in _split(_COMPANY_SECTORS))
-_PRODUCT_LIST = _split(_PRODUCTS)
-_ISSUE_LIST = _split(_ISSUES)
-_OPPORTUNITY_LIST = _split(_OPPORTUNITIES)
-_PROJECT_LIST = _split(_PROJECTS)
-_JOB_LIST = _split(_JOB_TITLES)
-_USER_TITLE_LIST = _split(_USER_TITLES)
-_TEAM_LIST = ("Contoso Service", *_split(_TEAMS))
-_SENTENCE_LIST = _split(_SENTENCES)
-_SUBJECTS = {
-    "email": _split(_EMAIL_SUBJECTS),
-    "phonecall": _split(_CALL_SUBJECTS),
-    "task": _split(_TASK_SUBJECTS),
-}
-_CATEGORY_LIST = _split(_CATEGORIES)
-_SUBCATEGORY_LIST = _split(_SUBCATEGORIES)
-_WORDS = _split(_GENERIC_WORDS)
-_SURNAME_FIRM_LIST = _split(_SURNAME_FIRMS)
-_FREE_DOMAIN_LIST = _split(_FREE_DOMAINS)
-_MAILBOXES = ("info", "contact", "sales", "service", "hello", "office", "kontakt", "accounts")
+
+def _words(name: str) -> tuple[str, ...]:
+    return tuple(_VOCABULARY[name])
+
+
+_STEMS = tuple((s, _ascii_slug(s)) for s in _words("company_stems"))
+_SECTORS = tuple((s, _ascii_slug(s)) for s in _words("company_sectors"))
+_PRODUCT_LIST = _words("products")
+_ISSUE_LIST = _words("case_titles")
+_OPPORTUNITY_LIST = _words("opportunity_names")
+_PROJECT_LIST = _words("project_names")
+_JOB_LIST = _words("job_titles")
+_USER_TITLE_LIST = _words("user_titles")
+_TEAM_LIST = ("Contoso Service", *_words("teams"))
+_SENTENCE_LIST = _words("sentences")
+_SUBJECTS = {kind: tuple(subjects) for kind, subjects in _VOCABULARY["subjects"].items()}
+_CATEGORY_LIST = _words("categories")
+_SUBCATEGORY_LIST = _words("subcategories")
+_WORDS = _words("generic_words")
+_SURNAME_FIRM_LIST = _words("surname_firms")
+_FREE_DOMAIN_LIST = _words("free_mail_domains")
+_MAILBOXES = _words("mailboxes")
 _LETTER_DIGIT = tuple(f"{a}{d}" for a in "ABCDEFGHJKLMNPQRSTUVWXYZ" for d in range(10))
 
 
@@ -1147,11 +596,11 @@ def _postal(city: _City, rand: Callable[[], float]) -> str:
     kind, base = city.kind, city.base
     letters = _POSTAL_LETTERS
     if kind == "us":
-        return f"{int(base) + int(rand() * 20):05d}"  # type: ignore[call-overload]
+        return f"{int(base) + int(rand() * 20):05d}"
     if kind == "d5":
-        return f"{int(base) + int(rand() * 40):05d}"  # type: ignore[call-overload]
+        return f"{int(base) + int(rand() * 40):05d}"
     if kind == "d4":
-        return f"{int(base) + int(rand() * 30):04d}"  # type: ignore[call-overload]
+        return f"{int(base) + int(rand() * 30):04d}"
     if kind == "uk":
         return f"{base} {int(rand() * 9) + 1}{_pick(letters, rand)}{_pick(letters, rand)}"
     if kind == "ca":
@@ -1159,8 +608,8 @@ def _postal(city: _City, rand: Callable[[], float]) -> str:
     if kind == "ie":
         return f"{base} {_pick(letters, rand)}{int(rand() * 900) + 100}"
     if kind == "nl":
-        return f"{int(base) + int(rand() * 60)} {_pick(letters, rand)}{_pick(letters, rand)}"  # type: ignore[call-overload]
-    n = int(base)  # type: ignore[call-overload]
+        return f"{int(base) + int(rand() * 60)} {_pick(letters, rand)}{_pick(letters, rand)}"
+    n = int(base)
     if kind == "se":
         n += int(rand() * 50)
         return f"{n // 100:03d} {n % 100:02d}"
