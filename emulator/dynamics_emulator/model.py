@@ -2,7 +2,7 @@
 
 This is the emulator's own description of a Dataverse organisation. The `$metadata` document is
 rendered from it (``csdl.py``), the SQLite store is created from it (``store.py``) and seeded from
-it (``seed.py``). The default organisation's tables are data (``data/model.json``, read by
+it (``seed``). The default organisation's tables are data (``data/model.json``, read by
 ``standard_model``); a model can also be read from a real CSDL file (``csdl_load.py``).
 
 Vocabulary follows Dataverse: an *entity* is a table, identified by its logical name (``account``)

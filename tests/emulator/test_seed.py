@@ -1,4 +1,4 @@
-"""Tests of the emulator's seed data generator (dynamics_emulator/seed.py)."""
+"""Tests of the emulator's seed data generator (dynamics_emulator/seed/)."""
 
 from __future__ import annotations
 
