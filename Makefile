@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-long lint typecheck unit bench emulator clean
 
-$(STAMP): pyproject.toml
+# The connectors and, beside them, the emulator (its own distribution, a development tool that
+# tests, the demo and the benchmarks run against).
+$(STAMP): pyproject.toml emulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./emulator
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy dynamics_api dynamics_emulator tap_dynamics target_dynamics tests bench scripts
+	$(BIN)/mypy dynamics_api emulator/dynamics_emulator tap_dynamics target_dynamics tests bench scripts
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not long"

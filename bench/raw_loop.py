@@ -10,40 +10,16 @@ import json
 import resource
 import sys
 import time
-from typing import Any
 
-import msal
 import orjson
-import requests
 
-
-class _Pinned(requests.Session):
-    def request(self, *args: Any, **kw: Any) -> requests.Response:
-        kw.setdefault("verify", self.verify)
-        return super().request(*args, **kw)
+from dynamics_emulator.harness import ApiSession, Connection
 
 
 def main() -> int:
     conn = json.loads(open(sys.argv[1]).read())  # noqa: SIM115 - tiny file, read once
-    http = _Pinned()
-    http.verify = conn["ca_bundle"]
-    app = msal.ConfidentialClientApplication(
-        conn["client_id"],
-        client_credential=conn["client_secret"],
-        authority=f"{conn['authority_host']}/{conn['tenant_id']}",
-        instance_discovery=False,
-        http_client=http,
-    )
-    token = app.acquire_token_for_client(scopes=[f"{conn['environment_url']}/.default"])
-    http.headers.update(
-        {
-            "Authorization": f"Bearer {token['access_token']}",
-            "Accept": "application/json",
-            "OData-MaxVersion": "4.0",
-            "OData-Version": "4.0",
-            "Prefer": f"odata.maxpagesize={conn['page_size']}",
-        }
-    )
+    http = ApiSession(Connection.from_settings(conn, ca_bundle=conn["ca_bundle"]))
+    http.headers["Prefer"] = f"odata.maxpagesize={conn['page_size']}"
     url: str | None = conn["first_url"]
     rows = requests_made = 0
     start = time.perf_counter()

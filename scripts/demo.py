@@ -6,57 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from dynamics_emulator.harness import ApiSession, Connection, EmulatorProcess, EmulatorStartError
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".emulator"
 OUT = ROOT / "output" / "demo"
-
-
-def start_emulator(secret: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    env = {**os.environ, "DEMO_CLIENT_SECRET": secret}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dynamics_emulator",
-            "--port",
-            "0",
-            "--workdir",
-            str(WORK),
-            "--client-secret-env",
-            "DEMO_CLIENT_SECRET",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    lines = []
-    for raw in proc.stdout:
-        line = raw.decode().rstrip()
-        lines.append(line)
-        if line.startswith("  connection file"):
-            break
-    else:
-        raise SystemExit("The emulator did not start:\n" + "\n".join(lines))
-    print("\n".join(lines))
-    return proc, json.loads((WORK / "emulator.json").read_text())
-
-
-def stop_emulator(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 INCIDENT_STATUS = {  # Dataverse's standard case status reasons
@@ -121,17 +81,18 @@ def summary(cases: list[dict[str, Any]]) -> None:
         )
 
 
-def main_job(info: dict[str, Any], secret: str) -> int:
+def plugin_env(prefix: str, conn: Connection, **settings: str) -> dict[str, str]:
+    """Meltano's environment variables for a plugin's settings (``TAP_DYNAMICS_CLIENT_ID``, ...)."""
+    return {f"{prefix}_{k.upper()}": str(v) for k, v in conn.settings(**settings).items()}
+
+
+def main_job(emu: EmulatorProcess) -> int:
     """meltano run tap-dynamics target-jsonl, twice: a full extract, then an incremental one."""
+    cache = str(WORK / "metadata-cache")
     env = {
         **os.environ,
-        "REQUESTS_CA_BUNDLE": info["ca_bundle"],
-        "TAP_DYNAMICS_ENVIRONMENT_URL": info["environment_url"],
-        "TAP_DYNAMICS_AUTHORITY_HOST": info["authority_host"],
-        "TAP_DYNAMICS_TENANT_ID": info["tenant_id"],
-        "TAP_DYNAMICS_CLIENT_ID": info["client_id"],
-        "TAP_DYNAMICS_CLIENT_SECRET": secret,
-        "TAP_DYNAMICS_METADATA_CACHE_DIR": str(WORK / "metadata-cache"),
+        **emu.connection.environ(),
+        **plugin_env("TAP_DYNAMICS", emu.connection, metadata_cache_dir=cache),
     }
     if JSONL.exists():
         for f in JSONL.glob("*.jsonl"):
@@ -145,11 +106,13 @@ def main_job(info: dict[str, Any], secret: str) -> int:
     }
     print("rows landed: " + ", ".join(f"{k} {v}" for k, v in landed.items()))
     summary(cases)
-    if landed["incident"] != info["rows"]["incident"]:
-        raise SystemExit(f"expected {info['rows']['incident']} cases, {landed['incident']} landed")
+    seeded = emu.info["rows"]["incident"]
+    if landed["incident"] != seeded:
+        raise SystemExit(f"expected {seeded} cases, {landed['incident']} landed")
 
     # Change three cases in the organisation, then run again: only they come back.
-    changed = touch_cases(info, secret, 3)
+    http = emu.session()
+    changed = touch_cases(http, 3)
     before = len(cases)
     meltano(["run", "tap-dynamics", "target-jsonl"], env)
     after = read_jsonl("incident")[before:]
@@ -161,39 +124,14 @@ def main_job(info: dict[str, Any], secret: str) -> int:
     print(f"\nOutput: {JSONL}/*.jsonl")
     if not changed <= ids:
         return 1
-    return writeback(info, secret, env)
+    return writeback(http, env, emu.connection)
 
 
-def api_session(info: dict[str, Any], secret: str) -> Any:
-    """A requests session with a real msal token, trusting the emulator's CA."""
-    import msal
-    import requests
-
-    class Pinned(requests.Session):
-        def request(self, *a: Any, **kw: Any) -> requests.Response:
-            kw.setdefault("verify", info["ca_bundle"])
-            return super().request(*a, **kw)
-
-    http = Pinned()
-    app = msal.ConfidentialClientApplication(
-        info["client_id"],
-        client_credential=secret,
-        authority=f"{info['authority_host']}/{info['tenant_id']}",
-        instance_discovery=False,
-        http_client=http,
-    )
-    token = app.acquire_token_for_client(scopes=[f"{info['environment_url']}/.default"])
-    http.headers["Authorization"] = f"Bearer {token['access_token']}"
-    return http
-
-
-def touch_cases(info: dict[str, Any], secret: str, n: int) -> set[str]:
-    http = api_session(info, secret)
-    api = f"{info['environment_url']}/api/data/v9.2"
-    rows = http.get(f"{api}/incidents?$select=title&$top={n}", timeout=30).json()["value"]
+def touch_cases(http: ApiSession, n: int) -> set[str]:
+    rows = http.get(http.url(f"incidents?$select=title&$top={n}"), timeout=30).json()["value"]
     for r in rows:
         http.patch(
-            f"{api}/incidents({r['incidentid']})",
+            http.url(f"incidents({r['incidentid']})"),
             json={"title": r["title"] + " (escalated)"},
             timeout=30,
         ).raise_for_status()
@@ -204,13 +142,13 @@ ENRICHMENT = ROOT / "data" / "enrichment" / "accounts.jsonl"
 SHOW = ("name", "industrycode", "numberofemployees", "revenue", "creditlimit")
 
 
-def show_accounts(http: Any, api: str, numbers: list[str], title: str) -> dict[str, Any]:
+def show_accounts(http: ApiSession, numbers: list[str], title: str) -> dict[str, Any]:
     print(f"\n{title}")
     print(f"  {'accountnumber':<14}" + "".join(f"{c:>20}" for c in SHOW))
     found = {}
     for number in numbers:
         r = http.get(
-            f"{api}/accounts(accountnumber='{number}')?$select={','.join(SHOW)}", timeout=30
+            http.url(f"accounts(accountnumber='{number}')?$select={','.join(SHOW)}"), timeout=30
         )
         if r.status_code == 404:
             print(f"  {number:<14}" + f"{'(no such account)':>20}")
@@ -223,27 +161,24 @@ def show_accounts(http: Any, api: str, numbers: list[str], title: str) -> dict[s
     return found
 
 
-def writeback(info: dict[str, Any], secret: str, env: dict[str, str]) -> int:
+def writeback(http: ApiSession, env: dict[str, str], conn: Connection) -> int:
     """meltano run tap-jsonl target-dynamics: enrichment lands on accounts by account number."""
     lines = [json.loads(x) for x in ENRICHMENT.read_text().splitlines() if x.strip()]
     numbers = [lines[0]["accountnumber"], lines[1]["accountnumber"], lines[-1]["accountnumber"]]
-    http = api_session(info, secret)
-    api = f"{info['environment_url']}/api/data/v9.2"
-    show_accounts(http, api, numbers, "Accounts before the writeback:")
+    show_accounts(http, numbers, "Accounts before the writeback:")
     dead = OUT / "dead-letter.jsonl"
     dead.unlink(missing_ok=True)
     wenv = {
         **env,
-        "TARGET_DYNAMICS_ENVIRONMENT_URL": info["environment_url"],
-        "TARGET_DYNAMICS_AUTHORITY_HOST": info["authority_host"],
-        "TARGET_DYNAMICS_TENANT_ID": info["tenant_id"],
-        "TARGET_DYNAMICS_CLIENT_ID": info["client_id"],
-        "TARGET_DYNAMICS_CLIENT_SECRET": secret,
-        "TARGET_DYNAMICS_DEAD_LETTER_PATH": str(dead),
-        "TARGET_DYNAMICS_METADATA_CACHE_DIR": str(WORK / "metadata-cache"),
+        **plugin_env(
+            "TARGET_DYNAMICS",
+            conn,
+            dead_letter_path=str(dead),
+            metadata_cache_dir=str(WORK / "metadata-cache"),
+        ),
     }
     meltano(["run", "--full-refresh", "tap-jsonl", "target-dynamics"], wenv)
-    after = show_accounts(http, api, numbers, "Accounts after the writeback:")
+    after = show_accounts(http, numbers, "Accounts after the writeback:")
     failed = len(dead.read_text().splitlines()) if dead.exists() else 0
     print(f"\nEnrichment file: {len(lines)} records; dead-lettered: {failed}")
     ok = len(after) == len(numbers) and failed == 0
@@ -254,13 +189,14 @@ def writeback(info: dict[str, Any], secret: str, env: dict[str, str]) -> int:
 
 
 def main() -> int:
-    secret = secrets.token_urlsafe(24)
     started = time.perf_counter()
-    proc, info = start_emulator(secret)
     try:
-        rc = main_job(info, secret)
-    finally:
-        stop_emulator(proc)
+        emu = EmulatorProcess(WORK)
+    except EmulatorStartError as exc:
+        raise SystemExit(str(exc)) from None
+    print("\n".join(emu.banner))
+    with emu:
+        rc = main_job(emu)
     print(f"Demo finished in {time.perf_counter() - started:.1f}s; the emulator is stopped.")
     return rc
 

@@ -584,6 +584,48 @@ def test_client_assertion_errors(
     assert_aad_error(resp, 401, "invalid_client", code)
 
 
+def _b64json(value: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        pytest.param(
+            f"{_b64json({'alg': 'none', 'typ': 'JWT'})}.{_b64json({'iss': CERT_ID})}.",
+            5002738,
+            id="alg-none",
+        ),
+        pytest.param(
+            f"{_b64json({'alg': 'HS256', 'typ': 'JWT'})}.{_b64json({'iss': CERT_ID})}.c2ln",
+            5002738,
+            id="alg-hs256",
+        ),
+        pytest.param(
+            f"{_b64json({'alg': 'RS256'})}.{_b64json(['not', 'an', 'object'])}.c2ln",
+            50027,
+            id="claims-not-an-object",
+        ),
+        pytest.param(
+            f"{_b64json({'alg': 'RS256', 'x5t': 'AAAA'})}.{_b64json({'iss': CERT_ID})}.c2ln",
+            700027,
+            id="unregistered-certificate",
+        ),
+    ],
+)
+def test_client_assertion_refused_before_its_signature(
+    idp: IdentityProvider, value: str, code: int
+) -> None:
+    resp = client_credentials(
+        idp,
+        client_id=CERT_ID,
+        client_secret="<omit>",
+        client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        client_assertion=value,
+    )
+    assert_aad_error(resp, 401, "invalid_client", code)
+
+
 # ---------------------------------------------------------------------------- authorization code
 
 

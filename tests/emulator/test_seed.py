@@ -1,15 +1,18 @@
-"""Tests of the emulator's seed data generator (dynamics_emulator/seed.py)."""
+"""Tests of the emulator's seed data generator (dynamics_emulator/seed/)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import pytest
 
+from dynamics_emulator.csdl import render_csdl
+from dynamics_emulator.csdl_load import load_model
 from dynamics_emulator.model import Attribute, Entity, Model, standard_model
 from dynamics_emulator.seed import (
     DEFAULT_NOW,
@@ -556,3 +559,64 @@ def test_very_wide_entity_uses_long_streams(model: Model) -> None:
     assert _check_entity_rows(model, e, counts, whole) == 30
     assert list(generate_rows(model, e, counts, start=17, stop=30)) == whole[17:]
     assert whole == _rows(model, e, counts)
+
+
+# Digests of generated rows, recorded from the generator before its word lists moved out of
+# Python literals into data files (and before the standard model did). They pin the output
+# byte for byte: any change to a word list, its order, the model's column order or the random
+# streams changes them. Recompute only for a deliberate change of the seed data.
+PINNED_ROWS = {
+    ("standard", 42, "account", 0, 500): "ab91579989d2fcd1",
+    ("standard", 42, "contact", 0, 1000): "401849236296f477",
+    ("standard", 42, "incident", 0, 800): "fbf7d721e3177bc6",
+    ("standard", 42, "email", 0, 1000): "8019635a6ad39a3a",
+    ("standard", 42, "lead", 0, 400): "ef982790c215bb5d",
+    ("standard", 42, "new_project", 0, 60): "bf1e17af9a35057e",
+    ("standard", 42, "opportunity", 0, 300): "d24980254cfd0e33",
+    ("standard", 42, "phonecall", 0, 800): "bb374ba84b0f7e93",
+    ("standard", 42, "systemuser", 0, 25): "fab431ff8bfc2aab",
+    ("standard", 42, "task", 0, 1000): "d623f403e76d871b",
+    ("standard", 42, "team", 0, 6): "cad126ade50140a4",
+    ("standard", 42, "transactioncurrency", 0, 4): "e4a1a7a788ed7d15",
+    ("standard+100k", 7, "account", 50_000, 50_500): "db83e330f5e9e89d",
+    ("from-csdl", 42, "account", 0, 300): "86eb26086c6a4d65",
+    ("from-csdl", 42, "contact", 0, 300): "a57aca31d9650835",
+    ("from-csdl", 42, "incident", 0, 300): "fb910869af875fd8",
+    ("from-csdl", 42, "email", 0, 300): "f6c4c388e8a92515",
+}
+
+
+def _digest(rows: Iterable[tuple[object, ...]]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(repr(r).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("source", "seed", "table", "start", "stop"),
+    [pytest.param(*k, id="-".join(map(str, k[:3]))) for k in PINNED_ROWS],
+)
+def test_rows_are_pinned(
+    model: Model, counts: dict[str, int], source: str, seed: int, table: str, start: int, stop: int
+) -> None:
+    """The same seed gives the same rows as before, byte for byte (see PINNED_ROWS)."""
+    if source == "from-csdl":
+        # The model as read back from the plain CSDL (no labels, lengths or precisions): the
+        # generator's name heuristics do all the work.
+        model = load_model(render_csdl(model, annotations=False))
+        counts = {e.logical_name: 300 for e in model.concrete()}
+    elif source == "standard+100k":
+        counts = dict(counts, account=100_000)
+    rows = generate_rows(model, model[table], counts, seed=seed, start=start, stop=stop)
+    assert _digest(rows) == PINNED_ROWS[(source, seed, table, start, stop)]
+
+
+def test_standard_model_is_pinned(model: Model) -> None:
+    """The standard model (its columns, their order and details) and its CSDL render are those
+    recorded before the table definitions moved into a data file."""
+    assert hashlib.sha256(repr(model).encode()).hexdigest()[:16] == "9111ef1875bac04f"
+    assert hashlib.sha256(render_csdl(model)).hexdigest()[:16] == "4f28146bba30cf9a"
+    plain = render_csdl(model, annotations=False)
+    assert hashlib.sha256(plain).hexdigest()[:16] == "91b569e08b17ffcf"

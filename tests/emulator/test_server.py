@@ -351,8 +351,8 @@ def test_msal_authorization_code_flow_against_the_running_emulator(
     as the user, refresh with a rotated refresh token after the access token expires."""
     import msal
 
+    from dynamics_emulator.harness import PinnedSession
     from tests.emulator.test_identity import _HiddenInputs
-    from tests.webapi import PinnedSession
 
     emu = fresh_emulator
     http = PinnedSession(emu.ca_bundle)

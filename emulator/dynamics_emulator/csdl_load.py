@@ -6,10 +6,9 @@ top-level declaration is turned into a small record and dropped from the tree at
 so the whole document is never held in memory.
 
 Hostile input: a CSDL has no business carrying a DTD, so any ``<!DOCTYPE`` (and with it any
-``<!ENTITY`` declaration, internal or external) is refused with ``ValueError`` before the parser
-sees a byte. A DTD can only appear in the prolog (before the root element), so only the prolog is
-scanned; documents in encodings other than UTF-8/16/32, ASCII and Latin-1 are refused too, so a
-DOCTYPE cannot hide behind an exotic encoding.
+``<!ENTITY`` declaration, internal or external) is refused with ``ValueError``. The parser is
+``defusedxml``'s (``forbid_dtd``): the refusal happens inside expat, after decoding, so no
+encoding trick can hide a DOCTYPE and nothing is expanded or fetched.
 
 Mapping rules (a CSDL carries less than EntityDefinitions, so several are heuristics):
 
@@ -65,7 +64,6 @@ Mapping rules (a CSDL carries less than EntityDefinitions, so several are heuris
 
 from __future__ import annotations
 
-import codecs
 import io
 import os
 import re
@@ -73,7 +71,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
-from xml.etree.ElementTree import Element, iterparse
+from xml.etree.ElementTree import Element
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import iterparse
 
 from dynamics_emulator.model import Attribute, Entity, Model
 
@@ -120,114 +121,8 @@ _EDM_SIMPLE: dict[str, str] = {
 
 _LOOKUP_PROPERTY = re.compile(r"^_(.+)_value$")
 _PUBLISHER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,7}_[A-Za-z0-9_]+$")
-_ALLOWED_ENCODINGS = frozenset(
-    {"utf-8", "utf8", "utf-16", "utf-32", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1"}
-)
-_PROLOG_LIMIT = 1 << 20
 
 Source = str | os.PathLike[str] | bytes | IO[bytes]
-
-
-# ---------------------------------------------------------------------------------------------
-# Hostile-XML guard.
-# ---------------------------------------------------------------------------------------------
-
-
-def _prolog_codec(head: bytes) -> str:
-    boms = (
-        (codecs.BOM_UTF32_LE, "utf-32-le"),
-        (codecs.BOM_UTF32_BE, "utf-32-be"),
-        (codecs.BOM_UTF8, "utf-8"),
-        (codecs.BOM_UTF16_LE, "utf-16-le"),
-        (codecs.BOM_UTF16_BE, "utf-16-be"),
-    )
-    for bom, codec in boms:
-        if head.startswith(bom):
-            return codec
-    if head.startswith(b"<\x00\x00\x00"):
-        return "utf-32-le"
-    if head.startswith(b"\x00\x00\x00<"):
-        return "utf-32-be"
-    if head.startswith(b"<\x00"):
-        return "utf-16-le"
-    if head.startswith(b"\x00<"):
-        return "utf-16-be"
-    # ASCII-compatible (UTF-8, ASCII, Latin-1): markup characters are single bytes.
-    return "latin-1"
-
-
-def check_prolog(stream: IO[bytes]) -> bytes:
-    """Refuse a document whose prolog declares a DTD (``<!DOCTYPE``), reading only the prolog.
-
-    Returns the bytes read (the caller parses them followed by the rest of the stream). Raises
-    ``ValueError`` on a DTD, on a prolog longer than 1 MiB, on a declared encoding other than
-    UTF-8/16/32, ASCII or Latin-1, and on input that does not start like XML.
-    """
-    consumed = bytearray(stream.read(4))
-    decoder = codecs.getincrementaldecoder(_prolog_codec(bytes(consumed)))(errors="replace")
-    text = decoder.decode(bytes(consumed)).lstrip("\ufeff")
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n":
-            pos += 1
-        rest = text[pos : pos + 4]
-        end = -1
-        if rest.startswith("<?"):
-            end = text.find("?>", pos + 2)
-            if end >= 0:
-                _check_declaration(text[pos : end + 2])
-                end += 2
-        elif rest.startswith("<!--"):
-            end = text.find("-->", pos + 4)
-            if end >= 0:
-                end += 3
-        elif rest.startswith("<!") and not (len(rest) < 4 and "<!--".startswith(rest)):
-            raise ValueError(
-                "refusing XML with a DTD (<!DOCTYPE/<!ENTITY): entity expansion is not allowed"
-            )
-        elif rest.startswith("<") and len(rest) >= 2 and rest[1] != "!":
-            return bytes(consumed)  # the root element: past the prolog, no DTD can follow
-        elif rest and not rest.startswith("<"):
-            raise ValueError("not an XML document: unexpected text before the root element")
-        if end >= 0:
-            pos = end
-            continue
-        if len(consumed) >= _PROLOG_LIMIT:
-            raise ValueError("refusing XML whose prolog is longer than 1 MiB")
-        chunk = stream.read(8192)
-        if not chunk:
-            raise ValueError("not an XML document: no root element")
-        consumed += chunk
-        text += decoder.decode(chunk)
-
-
-class _Rejoined(io.RawIOBase):
-    """The prolog bytes already read, then the rest of the stream."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _check_declaration(pi: str) -> None:
-    if not pi.startswith("<?xml") or (len(pi) > 5 and pi[5] not in " \t\r\n?"):
-        return
-    match = re.search(r"""encoding\s*=\s*["']([^"']+)["']""", pi)
-    if match and match.group(1).strip().lower() not in _ALLOWED_ENCODINGS:
-        raise ValueError(f"refusing XML in encoding {match.group(1)!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,8 +318,8 @@ def _parse(stream: IO[bytes]) -> tuple[dict[str, _RawType], list[_RawSet]]:
     sets: list[_RawSet] = []
     names = _Names()
     stack: list[Element] = []
-    # The prolog has been checked (check_prolog): no DTD, hence no entity can be declared.
-    for event, elem in iterparse(stream, events=("start", "end")):  # noqa: S314
+    # forbid_dtd: a DOCTYPE raises DTDForbidden, so no entity can be declared, let alone expanded.
+    for event, elem in iterparse(stream, events=("start", "end"), forbid_dtd=True):
         if event == "start":
             stack.append(elem)
             if _local(elem.tag) == "Schema":
@@ -744,11 +639,13 @@ def load_model(source: Source) -> Model:
     """
     stream, owned = _open(source)
     try:
-        head = check_prolog(stream)
-        try:
-            types, sets = _parse(io.BufferedReader(_Rejoined(head, stream), 1 << 16))
-        except SyntaxError as exc:  # xml.etree.ElementTree.ParseError
-            raise ValueError(f"malformed CSDL: {exc}") from exc
+        types, sets = _parse(stream)
+    except DefusedXmlException as exc:  # DTDForbidden (entities cannot come without a DTD)
+        raise ValueError(
+            "refusing XML with a DTD (<!DOCTYPE/<!ENTITY): entity expansion is not allowed"
+        ) from exc
+    except (SyntaxError, ValueError) as exc:  # ParseError; expat's "multi-byte encodings ..."
+        raise ValueError(f"malformed CSDL: {exc}") from exc
     finally:
         if owned:
             stream.close()

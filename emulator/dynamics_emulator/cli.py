@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except ValueError as exc:
+        if not args.csdl:
+            raise
+        # A document with a DTD, or not XML: one sentence, no traceback.
+        print(f"dynamics-emulator: cannot serve {args.csdl}: {exc}.", file=sys.stderr)
+        return 2
     if args.max_requests or args.max_concurrent:
         emulator.protection.configure(
             max_requests=args.max_requests,

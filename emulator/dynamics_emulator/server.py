@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import seed as seeding
+from .connection import Connection
 from .faults import Fault, FaultInjector, ServiceProtection
 from .identity import ClientApp, IdentityProvider, User
 from .model import Model, standard_model
@@ -247,17 +248,21 @@ class Emulator:
         assert self.tls is not None
         return str(self.tls.ca_bundle)
 
+    @property
+    def connection(self) -> Connection:
+        """What a client needs: URLs, tenant, the confidential client and the CA bundle."""
+        return Connection(
+            environment_url=self.url,
+            authority_host=self.authority_host,
+            tenant_id=self.tenant_id,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            ca_bundle=self.ca_bundle,
+        )
+
     def tap_config(self, **overrides: Any) -> dict[str, Any]:
         """Settings for tap-dynamics / target-dynamics pointed at this emulator."""
-        cfg: dict[str, Any] = {
-            "environment_url": self.url,
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-            "tenant_id": self.tenant_id,
-            "authority_host": self.authority_host,
-        }
-        cfg.update(overrides)
-        return cfg
+        return self.connection.settings(**overrides)
 
     # -- test hooks -------------------------------------------------------------------------------
 
