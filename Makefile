@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy dynamics_api emulator/dynamics_emulator tap_dynamics target_dynamics tests bench scripts
+	$(BIN)/mypy dynamics_api dynamics_singer emulator/dynamics_emulator tap_dynamics target_dynamics tests bench scripts
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not long"

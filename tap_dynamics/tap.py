@@ -3,113 +3,23 @@
 from __future__ import annotations
 
 import typing as t
-from pathlib import Path
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
-from dynamics_api.auth import TokenProvider
-from dynamics_api.cloud import normalize_environment_url
 from dynamics_api.errors import ConfigError
 from dynamics_api.http import DataverseClient
-from dynamics_api.metadata import EntityModel, MetadataCache, fetch_metadata, json_schema
+from dynamics_api.metadata import EntityModel, json_schema
+from dynamics_singer.cli import run_plugin
+from dynamics_singer.config import SentenceConfigErrors
+from dynamics_singer.connection import client_from_config, load_model
+from dynamics_singer.settings import CONNECTION_SETTINGS, METADATA_SETTINGS
 from tap_dynamics.client import DynamicsStream
-from tap_dynamics.entry import SentenceConfigErrors, run_plugin
 from tap_dynamics.formatted import FormattedColumnError, extend_schema
 from tap_dynamics.selection import is_wildcard, resolve_custom_entities
 from tap_dynamics.streams import STANDARD_STREAMS
 from tap_dynamics.writer import FastWriter
-
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "tap-dynamics"
-
-# Settings shared with target-dynamics (the names are the contract in ARCHITECTURE.md).
-CONNECTION_SETTINGS = th.PropertiesList(
-    th.Property(
-        "environment_url",
-        th.StringType,
-        required=True,
-        title="Environment URL",
-        description="The Dataverse environment, e.g. https://contoso.crm.dynamics.com.",
-    ),
-    th.Property(
-        "client_id",
-        th.StringType,
-        required=True,
-        title="Client ID",
-        description="The Entra ID application (client) id.",
-    ),
-    th.Property(
-        "client_secret",
-        th.StringType,
-        secret=True,
-        title="Client secret",
-        description="The app's secret (client-credentials flow; also for a confidential app's "
-        "refresh-token flow).",
-    ),
-    th.Property(
-        "refresh_token",
-        th.StringType,
-        secret=True,
-        title="Refresh token",
-        description="When set, the delegated flow (a signed-in user) is used; see the README for "
-        "how to obtain one. Rotated tokens are kept in token_cache_path.",
-    ),
-    th.Property(
-        "tenant_id",
-        th.StringType,
-        title="Tenant ID",
-        description="Directory id or domain; required for client credentials, default "
-        "`organizations` for the delegated flow.",
-    ),
-    th.Property(
-        "authority_host",
-        th.StringType,
-        title="Authority host",
-        description="Entra ID login host; derived from the environment's cloud (public, GCC, "
-        "GCC High, DoD, China) when not set.",
-    ),
-    th.Property(
-        "client_certificate_path",
-        th.StringType,
-        title="Client certificate",
-        description="PEM file with the app's certificate and private key (instead of a secret).",
-    ),
-    th.Property(
-        "client_certificate_thumbprint",
-        th.StringType,
-        title="Certificate thumbprint",
-        description="SHA-1 thumbprint of the certificate; computed from the file when not set.",
-    ),
-    th.Property(
-        "token_cache_path",
-        th.StringType,
-        title="Token cache",
-        description="File where the token cache (including rotated refresh tokens) persists "
-        "between runs, with permissions 0600.",
-    ),
-    th.Property(
-        "api_version",
-        th.StringType,
-        default="9.2",
-        title="Web API version",
-        description="Dataverse Web API version.",
-    ),
-    th.Property(
-        "request_timeout",
-        th.NumberType,
-        default=120,
-        title="Request timeout",
-        description="Seconds to wait for a response before retrying.",
-    ),
-    th.Property(
-        "max_retries",
-        th.IntegerType,
-        default=6,
-        title="Max retries",
-        description="Retries of one request after throttling (429) or transient failures.",
-    ),
-)
 
 
 class TapDynamics(SentenceConfigErrors, Tap):
@@ -193,19 +103,7 @@ class TapDynamics(SentenceConfigErrors, Tap):
             title="Page size",
             description="Rows per page (`Prefer: odata.maxpagesize`), at most 5000.",
         ),
-        th.Property(
-            "metadata_cache_dir",
-            th.StringType,
-            title="Metadata cache directory",
-            description="Where the parsed `$metadata` is cached (default ~/.cache/tap-dynamics).",
-        ),
-        th.Property(
-            "metadata_cache_ttl",
-            th.NumberType,
-            default=86400,
-            title="Metadata cache lifetime",
-            description="Seconds a cached `$metadata` stays valid; 0 disables the cache.",
-        ),
+        *METADATA_SETTINGS,
     ).to_dict()
 
     _client: DataverseClient | None = None
@@ -215,27 +113,9 @@ class TapDynamics(SentenceConfigErrors, Tap):
     @property
     def client(self) -> DataverseClient:
         if self._client is None:
-            cfg = self.config
-            # The SDK only warns about missing required settings in --discover mode.
-            missing = [k for k in ("environment_url", "client_id") if not cfg.get(k)]
-            if missing:
-                names = " and ".join(missing)
-                envs = ", ".join(f"TAP_DYNAMICS_{k.upper()}" for k in missing)
-                raise ConfigError(
-                    f"{names} {'is' if len(missing) == 1 else 'are'} not set: add "
-                    f"{'it' if len(missing) == 1 else 'them'} to the config file (with Meltano: "
-                    f"`meltano config tap-dynamics set ...` or {envs})."
-                )
-            url = normalize_environment_url(cfg["environment_url"])
-            tokens = TokenProvider.from_config({**cfg, "environment_url": url})
-            timeout = float(cfg.get("request_timeout") or 120)
-            self._client = DataverseClient(
-                url,
-                tokens,
-                api_version=str(cfg.get("api_version") or "9.2"),
-                timeout=(min(10.0, timeout), timeout),
-                max_retries=int(cfg.get("max_retries", 6)),
-            )
+            # The SDK only warns about missing required settings in --discover mode; the factory
+            # says which are missing in one sentence.
+            self._client = client_from_config(self.config, plugin=self.name)
         return self._client
 
     def stream_names(self) -> tuple[list[str], list[str]]:
@@ -253,20 +133,7 @@ class TapDynamics(SentenceConfigErrors, Tap):
         return list(dict.fromkeys([*standard, *named])), patterns
 
     def load_metadata(self, wanted: list[str] | None) -> EntityModel:
-        cfg = self.config
-        ttl = float(cfg.get("metadata_cache_ttl", 86400))
-        cache = None
-        if ttl > 0:
-            cache = MetadataCache(Path(cfg.get("metadata_cache_dir") or DEFAULT_CACHE_DIR), ttl)
-        client = self.client
-
-        def open_stream(url: str) -> t.Iterator[bytes]:
-            return client.iter_bytes(url, headers={"Accept": "application/xml"})
-
-        version = str(cfg.get("api_version") or "9.2")
-        return fetch_metadata(
-            open_stream, client.environment_url, wanted, cache, api_version=version
-        )
+        return load_model(self.client, self.config, wanted)
 
     # -- discovery ------------------------------------------------------------------------------
 

@@ -13,20 +13,18 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from dynamics_api.auth import TokenProvider
-from dynamics_api.cloud import normalize_environment_url
 from dynamics_api.errors import ConfigError, DynamicsError
 from dynamics_api.http import DataverseClient
 from dynamics_api.metadata import (
     EntityModel,
-    MetadataCache,
-    fetch_metadata,
     inactive_state,
     state_options,
     text_lengths,
 )
-from tap_dynamics.entry import SentenceConfigErrors, run_plugin
-from tap_dynamics.tap import CONNECTION_SETTINGS
+from dynamics_singer.cli import run_plugin
+from dynamics_singer.config import SentenceConfigErrors
+from dynamics_singer.connection import client_from_config, load_model
+from dynamics_singer.settings import CONNECTION_SETTINGS, METADATA_SETTINGS
 from target_dynamics.batchfiles import read_batch_file
 from target_dynamics.plan import (
     DELETE_MODES,
@@ -41,7 +39,6 @@ from target_dynamics.writer import BatchWriter, WriterSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "tap-dynamics"
 
 # Why 500: a batch counts once against the 6,000 requests / 5 min limit, so larger batches raise
 # throughput, but its whole execution time counts against the 1,200 s combined-time limit and
@@ -136,19 +133,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
             description="Retries of an operation whose part of a $batch was throttled (429) "
             "or failed transiently (5xx).",
         ),
-        th.Property(
-            "metadata_cache_dir",
-            th.StringType,
-            title="Metadata cache directory",
-            description="Where the parsed `$metadata` is cached (default ~/.cache/tap-dynamics).",
-        ),
-        th.Property(
-            "metadata_cache_ttl",
-            th.NumberType,
-            default=86400,
-            title="Metadata cache lifetime",
-            description="Seconds a cached `$metadata` stays valid; 0 disables the cache.",
-        ),
+        *METADATA_SETTINGS,
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -235,18 +220,11 @@ class TargetDynamics(SentenceConfigErrors, Target):
         """The one Web API client of the run; its pool caps the requests in flight."""
         with self._lock:
             if self._client is None:
-                cfg = self.config
-                url = normalize_environment_url(cfg["environment_url"])
-                tokens = TokenProvider.from_config({**cfg, "environment_url": url})
-                timeout = float(cfg.get("request_timeout") or 120)
-                self._client = DataverseClient(
-                    url,
-                    tokens,
-                    api_version=str(cfg.get("api_version") or "9.2"),
-                    timeout=(min(10.0, timeout), timeout),
-                    max_retries=int(cfg.get("max_retries", 6)),
-                    max_connections=self.parallel_batches,
+                self._client = client_from_config(
+                    self.config,
+                    plugin=self.name,
                     user_agent="target-dynamics",
+                    max_connections=self.parallel_batches,
                 )
             return self._client
 
@@ -274,21 +252,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
         """The environment's entity model (every table), fetched once."""
         with self._lock:
             if self._model is None:
-                cfg = self.config
-                ttl = float(cfg.get("metadata_cache_ttl", 86400))
-                cache = None
-                if ttl > 0:
-                    directory = Path(cfg.get("metadata_cache_dir") or DEFAULT_CACHE_DIR)
-                    cache = MetadataCache(directory, ttl)
-                client = self.client
-
-                def open_stream(url: str) -> t.Iterator[bytes]:
-                    return client.iter_bytes(url, headers={"Accept": "application/xml"})
-
-                version = str(cfg.get("api_version") or "9.2").lstrip("vV")
-                self._model = fetch_metadata(
-                    open_stream, client.environment_url, None, cache, api_version=version
-                )
+                self._model = load_model(self.client, self.config)
             return self._model
 
     def _add_string_lengths(self, table: str) -> None:

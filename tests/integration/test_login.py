@@ -39,7 +39,7 @@ from dynamics_api.errors import AuthError, ConfigError
 from dynamics_api.session_base import VerifiedSession
 from dynamics_emulator.identity import GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE
 from dynamics_emulator.server import Emulator
-from tap_dynamics.entry import is_login_command, login_main, run_login
+from dynamics_singer.login import is_login_command, login_main, run_login
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30.0
