@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -34,3 +35,15 @@ def api(emulator: Emulator) -> Iterator[WebApi]:
 def fresh_api(fresh_emulator: Emulator) -> Iterator[WebApi]:
     with WebApi(fresh_emulator) as client:
         yield client
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI the fixtures must be there: stop at once rather than skip their tests."""
+    from tests.fixtures import AVAILABLE, FIXTURES
+
+    if not AVAILABLE and os.environ.get("CI"):
+        pytest.exit(
+            f"The Dataverse fixtures are not at {FIXTURES} and CI is set: check out ../shared "
+            "beside the repository or set DATAVERSE_FIXTURES (CI never skips the fixture tests).",
+            returncode=3,
+        )

@@ -14,7 +14,7 @@ import pytest
 from dynamics_emulator.csdl import render_csdl
 from dynamics_emulator.csdl_load import load_model
 from dynamics_emulator.model import Attribute, Entity, Model, standard_model
-from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM
+from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM, needs_fixtures
 
 EDMX = "{http://docs.oasis-open.org/odata/ns/edmx}"
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
@@ -503,6 +503,7 @@ def real_models() -> dict[Path, Model]:
     return {path: load_model(path) for path in (CRM_SCHEMA, DYNAMICS_CRM)}
 
 
+@needs_fixtures
 @pytest.mark.parametrize(("path", "tracked"), REAL)
 def test_real_change_tracking_count(
     real_models: dict[Path, Model], path: Path, tracked: int
@@ -521,6 +522,7 @@ def test_real_change_tracking_count(
     assert model["account"].change_tracking
 
 
+@needs_fixtures
 @pytest.mark.parametrize(("path", "tracked"), REAL)
 def test_real_account_and_email(real_models: dict[Path, Model], path: Path, tracked: int) -> None:
     model = real_models[path]
@@ -562,6 +564,7 @@ def test_real_account_and_email(real_models: dict[Path, Model], path: Path, trac
     }
 
 
+@needs_fixtures
 @pytest.mark.parametrize(("path", "tracked"), REAL)
 def test_real_special_tables(real_models: dict[Path, Model], path: Path, tracked: int) -> None:
     model = real_models[path]
@@ -585,11 +588,13 @@ def test_real_special_tables(real_models: dict[Path, Model], path: Path, tracked
     assert len(sets) == len(set(sets))
 
 
+@needs_fixtures
 def test_real_custom_table(real_models: dict[Path, Model]) -> None:
     model = real_models[CRM_SCHEMA]
     assert [n for n, e in model.entities.items() if e.is_custom] == ["he_employee"]
 
 
+@needs_fixtures
 @pytest.mark.parametrize(("path", "tracked"), REAL)
 def test_real_render_round_trip(real_models: dict[Path, Model], path: Path, tracked: int) -> None:
     model = real_models[path]
@@ -608,6 +613,7 @@ def test_real_render_round_trip(real_models: dict[Path, Model], path: Path, trac
             assert other.attributes[attr.name].nav_names == attr.nav_names, (name, attr.name)
 
 
+@needs_fixtures
 def test_real_load_streams() -> None:
     tracemalloc.start()
     try:

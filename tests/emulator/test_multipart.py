@@ -23,7 +23,7 @@ from dynamics_emulator.multipart import (
     render_batch_response,
 )
 from dynamics_emulator.wire import ODATA_PAYLOAD_ERROR, ODataError, Response
-from tests.fixtures import DOCS
+from tests.fixtures import DOCS, needs_fixtures
 
 FIXTURES = DOCS / "batch"
 
@@ -137,6 +137,7 @@ def assert_bad_request(body: bytes, content_type: str, match: str) -> ODataError
 # --------------------------------------------------------------------------------------------
 
 
+@needs_fixtures
 def test_fixture_01_no_changeset() -> None:
     content_type, body = load_request("01-batch-request-no-changeset.http")
     parts = parse_batch(body, content_type)
@@ -161,6 +162,7 @@ def test_fixture_01_no_changeset() -> None:
     assert ops[3].body == b""
 
 
+@needs_fixtures
 def test_fixture_03_changeset() -> None:
     content_type, body = load_request("03-batch-request-changeset.http")
     parts = parse_batch(body, content_type)
@@ -177,6 +179,7 @@ def test_fixture_03_changeset() -> None:
     assert (get.method, get.url, get.body, get.content_id) == ("GET", GET_TASKS, b"", None)
 
 
+@needs_fixtures
 def test_fixture_07_content_id_references() -> None:
     content_type, body = load_request("07-batch-request-changeset-content-id-refs.http")
     assert content_type == "multipart/mixed;boundary=batch_AAA123"  # no space, as captured
@@ -205,6 +208,7 @@ def test_fixture_07_content_id_references() -> None:
     assert ops[1].body == b'{"firstname":"first name"}\r\n'
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     "name",
     [
@@ -244,6 +248,7 @@ def _location(part: ResponsePart) -> str:
     return part.headers["Location"]
 
 
+@needs_fixtures
 def test_response_fixture_02() -> None:
     status_line, content_type, body = load_response("02-batch-response-no-changeset.http")
     assert status_line == "HTTP/1.1 200 OK"
@@ -263,6 +268,7 @@ def test_response_fixture_02() -> None:
     assert [v["subject"] for v in payload["value"]] == [f"Task {i} in batch" for i in (1, 2, 3)]
 
 
+@needs_fixtures
 def test_response_fixture_04_changeset() -> None:
     _, content_type, body = load_response("04-batch-response-changeset.http")
     parts = parse_batch_response(body, content_type)
@@ -277,6 +283,7 @@ def test_response_fixture_04_changeset() -> None:
     assert len(json.loads(parts[3].body)["value"]) == 3
 
 
+@needs_fixtures
 def test_response_fixture_05_error() -> None:
     status_line, content_type, body = load_response(
         "05-batch-response-error-without-continue-on-error.http"
@@ -288,6 +295,7 @@ def test_response_fixture_05_error() -> None:
     assert json.loads(parts[0].body)["error"]["code"] == "0x80044331"
 
 
+@needs_fixtures
 def test_response_fixture_06_continue_on_error() -> None:
     _, content_type, body = load_response("06-batch-response-continue-on-error.http")
     parts = parse_batch_response(body, content_type)
@@ -298,6 +306,7 @@ def test_response_fixture_06_continue_on_error() -> None:
     assert _location(parts[2]).endswith("tasks(b181a991-3c94-ed11-aad1-000d3a9933c9)")
 
 
+@needs_fixtures
 @pytest.mark.parametrize("crlf", [True, False])
 def test_response_fixture_08_no_blank_line_after_headers(crlf: bool) -> None:
     # 08 writes the 204 parts without the empty line ending the headers.
@@ -344,6 +353,7 @@ def _normalise_boundaries(body: bytes) -> bytes:
     return re.sub(rb"changesetresponse_[0-9a-f-]{36}", b"changesetresponse_C", body)
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     "name",
     [

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from dynamics_emulator.server import Emulator
-from tests.fixtures import DOCS
+from tests.fixtures import DOCS, needs_fixtures
 from tests.webapi import WebApi
 
 
@@ -103,6 +103,7 @@ def test_version_is_echoed_in_links(api: WebApi, version: str) -> None:
 # -- query shape ----------------------------------------------------------------------------------
 
 
+@needs_fixtures
 def test_collection_shape_matches_the_real_capture(api: WebApi) -> None:
     real = _fixture("query/01-paging-contacts-page1.json")
     r = api.get("contacts?$select=fullname", headers={"Prefer": "odata.maxpagesize=2"})
@@ -121,6 +122,7 @@ def _cookie_shape(next_link: str) -> tuple[str, str]:
     return token, unquote(token.split('pagingcookie="')[1].split('"')[0])
 
 
+@needs_fixtures
 def test_paging_cookie_has_the_real_shape(api: WebApi) -> None:
     real = _fixture("query/01-paging-contacts-page1.json")["@odata.nextLink"]
     r = api.get("contacts?$select=fullname", headers={"Prefer": "odata.maxpagesize=2"})
@@ -250,6 +252,7 @@ def test_bad_paging_cookie_is_refused(api: WebApi) -> None:
 # -- annotations -----------------------------------------------------------------------------------
 
 
+@needs_fixtures
 def test_formatted_values_and_lookup_annotations(api: WebApi) -> None:
     real = _fixture("query/03-accounts-formatted-values.json")["value"][0]
     r = api.get(
@@ -299,6 +302,7 @@ def test_retrieve_by_id_and_alternate_key(api: WebApi) -> None:
     assert by_key.json()["accountid"] == row["accountid"]
 
 
+@needs_fixtures
 def test_missing_row_is_404_like_the_service(api: WebApi) -> None:
     real = _fixture("errors/01-404-if-match-star-not-found.json")
     r = api.get("accounts(00000000-0000-0000-0000-000000000001)")
@@ -329,6 +333,7 @@ def test_request_log_keeps_no_authorization(api: WebApi) -> None:
     assert entries[-1].query == "$top=1"
 
 
+@needs_fixtures
 def test_serves_a_real_csdl_with_rows_that_fit() -> None:
     from tests.fixtures import CRM_SCHEMA
 

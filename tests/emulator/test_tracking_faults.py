@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from dynamics_emulator.faults import Fault
-from tests.fixtures import DOCS
+from tests.fixtures import DOCS, needs_fixtures
 from tests.webapi import WebApi
 
 TRACK = {"Prefer": "odata.track-changes"}
@@ -19,6 +19,7 @@ def _delta_token(link: str) -> str:
     return parse_qs(urlsplit(link).query)["$deltatoken"][0]
 
 
+@needs_fixtures
 def test_initial_sync_ends_with_a_delta_link(fresh_api: WebApi) -> None:
     real = json.loads((DOCS / "change-tracking" / "01-initial-response.json").read_text())
     r = fresh_api.get("accounts?$select=name,accountnumber,telephone1,fax", headers=TRACK)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from dynamics_emulator.multipart import parse_batch_response
-from tests.fixtures import DOCS
+from tests.fixtures import DOCS, needs_fixtures
 from tests.webapi import WebApi
 
 
@@ -23,6 +23,7 @@ def _one(api: WebApi, path: str) -> dict:
     return r.json()
 
 
+@needs_fixtures
 def test_create_returns_204_and_entity_id(fresh_api: WebApi) -> None:
     body = _fixture("writes/01-create-account.request.json")
     r = fresh_api.request("POST", "accounts", json=body)
@@ -38,6 +39,7 @@ def test_create_returns_204_and_entity_id(fresh_api: WebApi) -> None:
     assert row["_ownerid_value"]  # owned by the caller
 
 
+@needs_fixtures
 def test_create_with_representation_is_201(fresh_api: WebApi) -> None:
     real = _fixture("writes/01-create-account-return-representation.response.json")
     body = _fixture("writes/01-create-account.request.json")
@@ -168,6 +170,7 @@ def test_update_changes_modifiedon_and_version(fresh_api: WebApi) -> None:
     assert after["modifiedon"] > before["modifiedon"]
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     ("headers", "exists", "status"),
     [
@@ -194,6 +197,7 @@ def test_conditional_upsert(fresh_api: WebApi, headers: dict, exists: bool, stat
         assert r.json() == _fixture("errors/02-412-if-none-match-star-exists.json")
 
 
+@needs_fixtures
 def test_etag_mismatch_is_412(fresh_api: WebApi) -> None:
     rid = fresh_api.emulator.row_ids("account", 1)[0]
     r = fresh_api.request(
@@ -423,6 +427,7 @@ def test_batch_limit_is_1000_operations(fresh_api: WebApi) -> None:
     assert "maximum number of '1000'" in r.json()["error"]["message"]
 
 
+@needs_fixtures
 def test_batch_request_fixture_executes(fresh_api: WebApi) -> None:
     # The docs' request, with its account id pointed at a real row, answers like the docs' response.
     raw = (DOCS / "batch" / "01-batch-request-no-changeset.http").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dynamics_emulator.server import Emulator
-from tests.fixtures import CRM_SCHEMA
+from tests.fixtures import CRM_SCHEMA, needs_fixtures
 from tests.tapharness import discover, run_tap, select
 
 FMT = {"include_formatted_values": True}
@@ -43,6 +43,7 @@ def test_formatted_value_columns_on_every_page(fresh_emulator: Emulator, tmp_pat
     assert all("odata.include-annotations" in p.headers["prefer"] for p in pages)
 
 
+@needs_fixtures
 def test_wildcard_custom_tables_over_a_real_org(tmp_path: Path) -> None:
     with Emulator(csdl_path=CRM_SCHEMA) as emu:
         cat = discover(emu, tmp_path / "d", custom_entities=["*"], streams=["account"])

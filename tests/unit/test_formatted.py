@@ -29,7 +29,7 @@ from tap_dynamics.formatted import (
     source_columns,
     wants_label,
 )
-from tests.fixtures import CRM_SCHEMA, doc_json
+from tests.fixtures import CRM_SCHEMA, doc_json, needs_fixtures
 
 NULLABLE_STRING = {"type": ["string", "null"]}
 
@@ -209,6 +209,7 @@ def test_wants_label() -> None:
     assert not wants_label("statuscode", {})
 
 
+@needs_fixtures
 def test_table_columns_follow_lookup_targets(crm: EntityModel) -> None:
     """A _table column exactly for the lookups that can reference several tables (or whose
     target the metadata does not give), over every lookup of crm_schema.xml."""
@@ -258,6 +259,7 @@ def test_collision_of_a_boolean_label() -> None:
     assert "new_thing" in str(err.value)
 
 
+@needs_fixtures
 def test_no_collision_possible_for_lookup_columns(crm: EntityModel) -> None:
     """Real columns starting with "_" are lookups ending in "_value": never "_name"/"_table"; the
     real "..._name" columns (address1_name) are not taken for extra columns."""
@@ -317,6 +319,7 @@ def run_fixture(
     return extras, [transform(row) for row in doc_json(fixture)["value"]]
 
 
+@needs_fixtures
 def test_fixture_formatted_values(crm: EntityModel) -> None:
     extras, rows = run_fixture(
         crm,
@@ -353,6 +356,7 @@ def test_fixture_formatted_values(crm: EntityModel) -> None:
     assert list(rows[0])[-3:] == extras
 
 
+@needs_fixtures
 def test_fixture_lookup_annotations(crm: EntityModel) -> None:
     extras, rows = run_fixture(
         crm, "query/04-accounts-lookup-annotations.json", ["name", "_ownerid_value"]
@@ -431,6 +435,7 @@ def test_transform_refuses_unknown_extra_names() -> None:
 # -- speed -----------------------------------------------------------------------------------
 
 
+@needs_fixtures
 def test_transform_speed_on_a_70_column_account_row(crm: EntityModel) -> None:
     """Prints the cost per row; asserts only the output's shape."""
     account = crm.entities["account"]

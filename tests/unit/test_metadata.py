@@ -20,7 +20,7 @@ from dynamics_api.metadata import (
     json_schema,
     parse_metadata,
 )
-from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM
+from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM, needs_fixtures
 from tests.unit.csdl_docs import ENV, VERSION, base_declared_first, csdl, entity, key, prop
 
 
@@ -44,6 +44,7 @@ def real(request: pytest.FixtureRequest, crm: EntityModel, dyn: EntityModel) -> 
 # ---------------------------------------------------------------------------------------------
 
 
+@needs_fixtures
 def test_whole_document_is_read(crm: EntityModel, dyn: EntityModel) -> None:
     assert len(crm.entities) == len(re.findall(rb"<EntityType ", CRM_SCHEMA.read_bytes())) == 280
     assert len(dyn.entities) == len(re.findall(rb"<EntityType ", DYNAMICS_CRM.read_bytes()))
@@ -52,6 +53,7 @@ def test_whole_document_is_read(crm: EntityModel, dyn: EntityModel) -> None:
     assert crm.parse_seconds > 0
 
 
+@needs_fixtures
 def test_account(real: EntityModel) -> None:
     account = real.entities["account"]
     assert account.key == ["accountid"]
@@ -66,11 +68,13 @@ def test_account(real: EntityModel) -> None:
     assert "Account_Tasks" not in account.navigation  # collections are not single-valued
 
 
+@needs_fixtures
 def test_by_set_unknown(crm: EntityModel) -> None:
     with pytest.raises(KeyError, match="nosuchset"):
         crm.by_set("nosuchset")
 
 
+@needs_fixtures
 def test_parentaccountid_lookup(real: EntityModel) -> None:
     lookup = real.entities["account"].lookups["_parentaccountid_value"]
     assert lookup.attribute == "parentaccountid"
@@ -79,6 +83,7 @@ def test_parentaccountid_lookup(real: EntityModel) -> None:
     assert real.entities["account"].properties["_parentaccountid_value"].read_only
 
 
+@needs_fixtures
 def test_ownerid_is_polymorphic_over_principal(real: EntityModel) -> None:
     lookup = real.entities["account"].lookups["_ownerid_value"]
     assert lookup.navigations == {"ownerid": "principal"}
@@ -88,12 +93,14 @@ def test_ownerid_is_polymorphic_over_principal(real: EntityModel) -> None:
     assert real.lookup_targets(lookup) == ["systemuser", "team"]
 
 
+@needs_fixtures
 def test_customer_lookup_has_several_navigations(crm: EntityModel) -> None:
     lookup = crm.entities["incident"].lookups["_customerid_value"]
     assert lookup.navigations == {"customerid_account": "account", "customerid_contact": "contact"}
     assert crm.lookup_targets(lookup) == ["account", "contact"]
 
 
+@needs_fixtures
 def test_platform_and_navless_lookups_are_read_only(crm: EntityModel) -> None:
     account = crm.entities["account"]
     assert account.lookups["_createdby_value"].navigations == {"createdby": "systemuser"}
@@ -104,6 +111,7 @@ def test_platform_and_navless_lookups_are_read_only(crm: EntityModel) -> None:
     assert navless.navigations == {} and navless.read_only
 
 
+@needs_fixtures
 @pytest.mark.parametrize("activity", ["email", "phonecall", "task", "appointment"])
 def test_activities_inherit_activitypointer(real: EntityModel, activity: str) -> None:
     pointer = real.entities["activitypointer"]
@@ -118,6 +126,7 @@ def test_activities_inherit_activitypointer(real: EntityModel, activity: str) ->
     assert set(pointer.lookups) <= set(typ.lookups)
 
 
+@needs_fixtures
 def test_systemuser_and_team_keys(real: EntityModel) -> None:
     user, team = real.entities["systemuser"], real.entities["team"]
     # The CSDL re-declares principal's shared key; the table's own id column is also there.
@@ -138,6 +147,7 @@ def _change_tracking_sets(path: Path, supported: str) -> set[str]:
     return {name for name, body in entity_sets if tracking.search(body)}
 
 
+@needs_fixtures
 @pytest.mark.parametrize("path", [CRM_SCHEMA, DYNAMICS_CRM], ids=["crm_schema", "DynamicsCRM"])
 def test_change_tracking_matches_independent_count(path: Path) -> None:
     model = parse_metadata(path)
@@ -152,6 +162,7 @@ def test_change_tracking_matches_independent_count(path: Path) -> None:
     assert model.entities["crmbaseentity"].change_tracking is None
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     ("name", "read_only"),
     [
@@ -168,6 +179,7 @@ def test_read_only_detection(crm: EntityModel, name: str, read_only: bool) -> No
     assert crm.entities["account"].properties[name].read_only is read_only
 
 
+@needs_fixtures
 def test_alternate_keys_on_metadata_types(crm: EntityModel) -> None:
     assert crm.entities["EntityMetadata"].alternate_keys == [["LogicalName"]]
     assert crm.entities["BigIntAttributeMetadata"].alternate_keys == [["LogicalName"]]
@@ -184,6 +196,7 @@ def test_alternate_keys_on_metadata_types(crm: EntityModel) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     ("wanted", "expected"),
     [
@@ -212,6 +225,7 @@ def test_wanted_keeps_exactly_types_and_bases(
         assert model.entities[name] == crm.entities[name]
 
 
+@needs_fixtures
 def test_wanted_subset_still_expands_abstract_targets() -> None:
     model = parse_metadata(CRM_SCHEMA, ["account"])
     assert model.lookup_targets(model.entities["account"].lookups["_ownerid_value"]) == [
@@ -220,6 +234,7 @@ def test_wanted_subset_still_expands_abstract_targets() -> None:
     ]
 
 
+@needs_fixtures
 def test_wanted_unknown_name_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="dynamics_api.metadata"):
         model = parse_metadata(CRM_SCHEMA, ["account", "new_nosuchtable"])
@@ -236,6 +251,7 @@ def _peak_mib(fn: Any) -> float:
         tracemalloc.stop()
 
 
+@needs_fixtures
 def test_streaming_memory_bound() -> None:
     full = _peak_mib(lambda: parse_metadata(CRM_SCHEMA))
     subset = _peak_mib(lambda: parse_metadata(CRM_SCHEMA, ["account"]))
@@ -382,6 +398,7 @@ def test_non_abstract_base_before_derived_unreadable_stream() -> None:
         parse_metadata(OneShot(base_declared_first()), ["derived"])  # type: ignore[arg-type]
 
 
+@needs_fixtures
 def test_chunk_boundaries_do_not_matter(crm: EntityModel) -> None:
     data = CRM_SCHEMA.read_bytes()
 

@@ -20,7 +20,7 @@ from dynamics_api.metadata import (
     fetch_metadata,
     parse_metadata,
 )
-from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM
+from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM, needs_fixtures
 from tests.unit.csdl_docs import ENV, VERSION, Opener
 
 SIGNATURE = b"dynamics-api/metadata-cache\n"
@@ -52,6 +52,7 @@ def _assert_same_model(loaded: EntityModel | None, parsed: EntityModel) -> None:
         assert all(type(p) is Property for p in got.properties.values())
 
 
+@needs_fixtures
 @pytest.mark.parametrize("document", [CRM_SCHEMA, DYNAMICS_CRM], ids=lambda p: p.stem)
 def test_round_trip_of_a_real_model(tmp_path: Path, document: Path) -> None:
     parsed = parse_metadata(document)
@@ -60,6 +61,7 @@ def test_round_trip_of_a_real_model(tmp_path: Path, document: Path) -> None:
     _assert_same_model(cache.load(ENV, None), parsed)
 
 
+@needs_fixtures
 def test_loaded_model_answers_like_the_parsed_one(tmp_path: Path, crm: EntityModel) -> None:
     cache = MetadataCache(tmp_path / "cache", ttl_seconds=3600)
     cache.save(ENV, crm)
@@ -78,6 +80,7 @@ def test_loaded_model_answers_like_the_parsed_one(tmp_path: Path, crm: EntityMod
     assert cache.load("https://fabrikam.crm.dynamics.com", ["account"]) is None
 
 
+@needs_fixtures
 def test_cache_file(tmp_path: Path, crm: EntityModel) -> None:
     cache = MetadataCache(tmp_path / "cache", ttl_seconds=3600)
     cache.save(ENV, crm)
@@ -91,6 +94,7 @@ def test_cache_file(tmp_path: Path, crm: EntityModel) -> None:
     assert len(data) < CRM_SCHEMA.stat().st_size / 2
 
 
+@needs_fixtures
 def test_cache_loading_does_not_need_the_xml(tmp_path: Path) -> None:
     model = parse_metadata(CRM_SCHEMA, ["account"])
     MetadataCache(tmp_path, 3600).save(ENV, model)
@@ -102,6 +106,7 @@ def test_cache_loading_does_not_need_the_xml(tmp_path: Path) -> None:
     assert fetch_metadata(no_network, ENV, ["account"], cached, api_version=VERSION) == model
 
 
+@needs_fixtures
 def test_cache_ttl(tmp_path: Path) -> None:
     now = [1_000_000.0]
     cache = MetadataCache(tmp_path, ttl_seconds=600, clock=lambda: now[0])
@@ -115,6 +120,7 @@ def test_cache_ttl(tmp_path: Path) -> None:
     assert cache.load(ENV, ["account"]) is None
 
 
+@needs_fixtures
 def test_cache_must_hold_every_wanted_type(tmp_path: Path) -> None:
     cache = MetadataCache(tmp_path, 3600)
     cache.save(ENV, parse_metadata(CRM_SCHEMA, ["account"]))
@@ -162,6 +168,7 @@ def _format_1_file(saved_at: float) -> bytes:
     ).encode()
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     "content",
     [
@@ -186,6 +193,7 @@ def test_a_file_in_another_format_is_a_miss(
     assert cache.load(ENV, ["account"]) == model  # replaced by a good one
 
 
+@needs_fixtures
 def test_saving_removes_the_format_1_file(tmp_path: Path) -> None:
     cache = MetadataCache(tmp_path, 3600)
     legacy = cache.path_for(ENV).with_suffix(".json")
@@ -221,6 +229,7 @@ def _last_frame_longer(data: bytes) -> bytes:
     return data[:at] + struct.pack(">I", size + 1) + data[at + 4 :]
 
 
+@needs_fixtures
 @pytest.mark.parametrize(
     "damage",
     [
@@ -264,6 +273,7 @@ def test_a_corrupt_file_is_a_miss(
     assert cache.load(ENV, ["account"]) == model  # replaced by a good one
 
 
+@needs_fixtures
 def test_a_file_of_another_environment_is_a_miss(
     tmp_path: Path, saved: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -275,6 +285,7 @@ def test_a_file_of_another_environment_is_a_miss(
     assert "another environment" in caplog.text
 
 
+@needs_fixtures
 def test_the_collector_is_switched_back_on(tmp_path: Path, saved: bytes) -> None:
     cache = MetadataCache(tmp_path, 3600)
     cache.path_for(ENV).write_bytes(saved)
@@ -286,6 +297,7 @@ def test_the_collector_is_switched_back_on(tmp_path: Path, saved: bytes) -> None
     assert gc.isenabled()
 
 
+@needs_fixtures
 def test_cache_save_failure_is_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dynamics_api.metadata import fetch_metadata, metadata_url
-from tests.fixtures import CRM_SCHEMA
+from tests.fixtures import CRM_SCHEMA, needs_fixtures
 from tests.unit.csdl_docs import ENV, VERSION, Opener, base_declared_first
 
 
@@ -16,6 +16,7 @@ def test_metadata_url() -> None:
     )
 
 
+@needs_fixtures
 def test_fetch_streams_through_the_parser() -> None:
     opener = Opener(CRM_SCHEMA.read_bytes())
     model = fetch_metadata(opener, ENV + "/", ["account"], api_version=VERSION)
@@ -30,6 +31,7 @@ def test_fetch_refetches_when_a_base_was_skipped() -> None:
     assert set(model.entities) == {"derived", "base"}
 
 
+@needs_fixtures
 def test_fetch_with_a_session_like_object() -> None:
     doc = CRM_SCHEMA.read_bytes()
 

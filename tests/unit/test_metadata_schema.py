@@ -18,7 +18,7 @@ from dynamics_api.metadata import (
     property_schema,
     schema_properties,
 )
-from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM
+from tests.fixtures import CRM_SCHEMA, DYNAMICS_CRM, needs_fixtures
 from tests.unit.csdl_docs import STANDARD
 
 
@@ -93,6 +93,7 @@ TYPE_ROWS = [
 ]
 
 
+@needs_fixtures
 def test_type_histogram_is_covered(crm: EntityModel) -> None:
     """Every Edm type in crm_schema.xml has a row in the mapping table above."""
     used = {
@@ -135,6 +136,7 @@ def test_key_and_string_facets() -> None:
     }
 
 
+@needs_fixtures
 def test_real_columns_map_as_documented(crm: EntityModel) -> None:
     contact = json_schema(crm.entities["contact"])["properties"]
     assert contact["birthdate"] == {"type": ["string", "null"], "format": "date"}
@@ -149,6 +151,7 @@ def test_real_columns_map_as_documented(crm: EntityModel) -> None:
     assert metadata["OwnershipType"] == {"type": ["string", "null"]}  # enum OwnershipTypes
 
 
+@needs_fixtures
 def test_json_schema_of_account(crm: EntityModel) -> None:
     account = crm.entities["account"]
     schema = json_schema(account)
@@ -161,6 +164,7 @@ def test_json_schema_of_account(crm: EntityModel) -> None:
     assert set(schema["properties"]) == set(account.properties)
 
 
+@needs_fixtures
 def test_schema_property_order_is_key_then_alphabetical(crm: EntityModel) -> None:
     account = crm.entities["account"]
     names = schema_properties(account)
@@ -168,6 +172,7 @@ def test_schema_property_order_is_key_then_alphabetical(crm: EntityModel) -> Non
     assert list(json_schema(account)["properties"]) == names
 
 
+@needs_fixtures
 def test_schema_subset_keeps_the_key(crm: EntityModel) -> None:
     account = crm.entities["account"]
     schema = json_schema(account, properties=["name", "_parentaccountid_value"])
@@ -176,6 +181,7 @@ def test_schema_subset_keeps_the_key(crm: EntityModel) -> None:
         json_schema(account, properties=["name", "parentaccountid"])
 
 
+@needs_fixtures
 def test_catalog_is_stable_across_parses(crm: EntityModel) -> None:
     again = parse_metadata(CRM_SCHEMA.read_bytes(), STANDARD)
     for name in STANDARD:
@@ -184,12 +190,14 @@ def test_catalog_is_stable_across_parses(crm: EntityModel) -> None:
         assert first == second
 
 
+@needs_fixtures
 def test_integer_key_of_the_synthetic_example_entity(dyn: EntityModel) -> None:
     example = dyn.entities["ExampleEntity"]
     assert example.key == ["ID"] and example.base_type is None
     assert json_schema(example)["properties"]["ID"] == {"type": "integer"}
 
 
+@needs_fixtures
 def test_account_schema_snapshot(crm: EntityModel) -> None:
     path = SNAPSHOTS / "crm_schema_account.schema.json"
     actual = json.dumps(json_schema(crm.entities["account"]), indent=2, ensure_ascii=False) + "\n"

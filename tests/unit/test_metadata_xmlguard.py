@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dynamics_api.metadata import MetadataError, fetch_metadata, parse_metadata
-from tests.fixtures import CRM_SCHEMA
+from tests.fixtures import CRM_SCHEMA, needs_fixtures
 from tests.unit.csdl_docs import EDMX_OPEN, ENV, VERSION, csdl, entity, key
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +110,7 @@ def test_metadata_error_is_a_value_error() -> None:
     assert issubclass(MetadataError, ValueError)
 
 
+@needs_fixtures
 def test_str_source_is_a_path() -> None:
     with pytest.raises(TypeError, match="bytes"):
         parse_metadata("<edmx:Edmx/>")

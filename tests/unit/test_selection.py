@@ -18,7 +18,7 @@ from dynamics_api.metadata import (
 )
 from tap_dynamics.formatted import extend_schema
 from tap_dynamics.selection import is_wildcard, resolve_custom_entities, skip_reason
-from tests.fixtures import CRM_SCHEMA
+from tests.fixtures import CRM_SCHEMA, needs_fixtures
 
 INTERSECT_IN_CRM_SCHEMA = {
     "accountleads",
@@ -68,12 +68,14 @@ def skipped(caplog: pytest.LogCaptureFixture) -> dict[str, str]:
 # -- crm_schema.xml --------------------------------------------------------------------------
 
 
+@needs_fixtures
 def test_star_is_every_custom_table(crm: EntityModel, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     assert resolve_custom_entities(["*"], crm) == ["he_employee"]
     assert skipped(caplog) == {}
 
 
+@needs_fixtures
 def test_patterns(crm: EntityModel, caplog: pytest.LogCaptureFixture) -> None:
     assert resolve_custom_entities(["he_*"], crm) == ["he_employee"]
     assert resolve_custom_entities(["HE_EMPLOYE?"], crm) == ["he_employee"]
@@ -86,6 +88,7 @@ def test_patterns(crm: EntityModel, caplog: pytest.LogCaptureFixture) -> None:
     assert all("intersect" in r for r in reasons.values())
 
 
+@needs_fixtures
 def test_abstract_and_metadata_types_are_skipped(
     crm: EntityModel, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -107,6 +110,7 @@ def test_abstract_and_metadata_types_are_skipped(
     assert all(r.startswith("not a table") for r in reasons.values())
 
 
+@needs_fixtures
 def test_explicit_names_are_kept_as_given(
     crm: EntityModel, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -121,6 +125,7 @@ def test_explicit_names_are_kept_as_given(
     assert skipped(caplog) == {}
 
 
+@needs_fixtures
 def test_include_and_exclude(crm: EntityModel, caplog: pytest.LogCaptureFixture) -> None:
     assert resolve_custom_entities(["*"], crm, exclude=["he_*"]) == []
     assert resolve_custom_entities(["*"], crm, include=["he_*"]) == ["he_employee"]
@@ -134,6 +139,7 @@ def test_include_and_exclude(crm: EntityModel, caplog: pytest.LogCaptureFixture)
     assert skipped(caplog) == {}
 
 
+@needs_fixtures
 def test_order_and_duplicates(crm: EntityModel) -> None:
     assert resolve_custom_entities(["team", "*", "he_employee", "lead*", "lead"], crm) == [
         "team",
@@ -144,6 +150,7 @@ def test_order_and_duplicates(crm: EntityModel) -> None:
     ]
 
 
+@needs_fixtures
 def test_intersect_heuristic_over_crm_schema(crm: EntityModel) -> None:
     flagged = {
         e.name for e in crm.entities.values() if (skip_reason(e) or "").startswith("looks like")
@@ -151,6 +158,7 @@ def test_intersect_heuristic_over_crm_schema(crm: EntityModel) -> None:
     assert flagged == INTERSECT_IN_CRM_SCHEMA
 
 
+@needs_fixtures
 def test_wildcard_needs_the_complete_model() -> None:
     partial = parse_metadata(CRM_SCHEMA, wanted=["account"])
     assert not partial.complete
@@ -167,6 +175,7 @@ def test_is_wildcard() -> None:
     assert not is_wildcard("new_project")
 
 
+@needs_fixtures
 def test_discovery_of_every_table_of_crm_schema() -> None:
     """Parse + a schema (with formatted-value columns) for every extractable table; the time is
     printed, not asserted."""
