@@ -23,9 +23,7 @@ import logging
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from typing import Any, Protocol
@@ -34,13 +32,13 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 import requests.adapters
-import requests.exceptions as rex
-import urllib3.exceptions
 
 from .cloud import normalize_environment_url
 from .errors import ApiError, ConfigError, api_error, parse_error_body, request_id_of
 from .retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from .session_base import VerifiedSession
+from .stats import ClientStats
+from .wire import NETWORK_ERRORS, describe, is_certificate_failure, is_connect_failure
 
 __all__ = [
     "RETRYABLE_STATUS",
@@ -56,17 +54,8 @@ log = logging.getLogger(__name__)
 # Methods whose repetition cannot change the outcome: re-sent even when a failure may have
 # happened after the service received them (a reset, a read timeout, a cut-off body).
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
-_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    rex.ConnectionError,  # refused, reset, DNS, TLS (SSLError), read timeouts while streaming
-    rex.Timeout,  # connect and read timeouts
-    rex.ChunkedEncodingError,  # a body cut off before its announced length
-    urllib3.exceptions.HTTPError,  # IncompleteRead/ProtocolError that requests did not wrap
-    http.client.HTTPException,
-    ConnectionError,
-)
 _API_PATH_RE = re.compile(r"/api/data/v[0-9.]+/([^/(?]+)(\()?")
 _LOG_PATH_MAX = 200
-_REASON_MAX = 200
 
 
 def _default_user_agent() -> str:
@@ -85,54 +74,6 @@ class TokenSource(Protocol):
     def token(self, force_refresh: bool = False) -> str:
         """A valid access token; a new one from the identity service when ``force_refresh``."""
         ...
-
-
-@dataclass
-class ClientStats:
-    """Counters for benchmarks and run summaries; updated under a lock, read with :meth:`snapshot`.
-
-    Attributes:
-        requests: HTTP attempts sent (retries included).
-        retries: attempts that were repeated after a failure (401 refreshes not included).
-        throttled_waits: waits caused by a 429.
-        waited_seconds: total time slept before retries.
-        network_errors: attempts that got no complete response.
-        token_refreshes: tokens refreshed after a 401.
-        statuses: responses by HTTP status.
-    """
-
-    requests: int = 0
-    retries: int = 0
-    throttled_waits: int = 0
-    waited_seconds: float = 0.0
-    network_errors: int = 0
-    token_refreshes: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **amounts: float) -> None:
-        """Add to counters by name (``stats.add(requests=1)``)."""
-        with self._lock:
-            for name, amount in amounts.items():
-                setattr(self, name, getattr(self, name) + amount)
-
-    def count_status(self, status: int) -> None:
-        """Count one response with this status."""
-        with self._lock:
-            self.statuses[status] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """A consistent copy of the counters as plain data."""
-        with self._lock:
-            return {
-                "requests": self.requests,
-                "retries": self.retries,
-                "throttled_waits": self.throttled_waits,
-                "waited_seconds": self.waited_seconds,
-                "network_errors": self.network_errors,
-                "token_refreshes": self.token_refreshes,
-                "statuses": dict(self.statuses),
-            }
 
 
 class DataverseClient:
@@ -294,7 +235,7 @@ class DataverseClient:
                     timeout=self.timeout,
                     stream=True,
                 )
-            except _NETWORK_ERRORS as exc:
+            except NETWORK_ERRORS as exc:
                 retries = self._after_network_error(exc, method, path, entity, retries, resend_ok)
                 token = None
                 continue
@@ -305,7 +246,7 @@ class DataverseClient:
                     return response
                 try:
                     _ = response.content  # read here, so a cut-off body is retried
-                except _NETWORK_ERRORS as exc:
+                except NETWORK_ERRORS as exc:
                     response.close()
                     retries = self._after_network_error(
                         exc, method, path, entity, retries, resend_ok
@@ -403,19 +344,19 @@ class DataverseClient:
                     started = True
                     yield chunk
                 return
-            except _NETWORK_ERRORS as exc:
+            except NETWORK_ERRORS as exc:
                 if started or self.retry.exhausted(attempts):
                     raise api_error(
                         0,
                         "GET",
                         path,
-                        message=f"the download was cut off ({_describe(exc)})",
+                        message=f"the download was cut off ({describe(exc)})",
                         hint="Try again; if it keeps failing check the network or proxy.",
                     ) from None
                 attempts += 1
                 self._wait(
                     self.retry.backoff(attempts - 1),
-                    f"Download of GET {_log_path(path)} was cut off ({_describe(exc)}): retry "
+                    f"Download of GET {_log_path(path)} was cut off ({describe(exc)}): retry "
                     f"{attempts} of {self.retry.max_retries}",
                     throttled=False,
                     given=False,
@@ -491,31 +432,20 @@ class DataverseClient:
         status = response.status_code
         asked = parse_retry_after(response.headers.get("Retry-After"))
         policy = self.retry
+        stop = None
         if policy.too_long(asked):
-            raise self._api_error(
-                response,
-                error_body,
-                method,
-                path,
-                entity,
-                hint=(
-                    f"Dataverse asked to wait {asked:.0f} s before retrying, more than "
-                    f"max_retry_after ({policy.max_retry_after:.0f} s): run again later, or use "
-                    "fewer parallel requests."
-                ),
+            stop = (
+                f"Dataverse asked to wait {asked:.0f} s before retrying, more than "
+                f"max_retry_after ({policy.max_retry_after:.0f} s): run again later, or use "
+                "fewer parallel requests."
             )
-        if policy.exhausted(retries):
-            raise self._api_error(
-                response,
-                error_body,
-                method,
-                path,
-                entity,
-                hint=(
-                    f"Gave up after {policy.max_retries} retries: the service is throttling or "
-                    "failing; try again later."
-                ),
+        elif policy.exhausted(retries):
+            stop = (
+                f"Gave up after {policy.max_retries} retries: the service is throttling or "
+                "failing; try again later."
             )
+        if stop is not None:
+            raise self._api_error(response, error_body, method, path, entity, hint=stop)
         wait = policy.delay(retries, asked)
         retries += 1
         if status == 429:
@@ -542,9 +472,9 @@ class DataverseClient:
         """Wait before the next attempt after a failed exchange, or raise."""
         self.stats.add(network_errors=1)
         self.stats.count_status(0)
-        reason = _describe(exc)
-        before_send = _is_connect_failure(exc)
-        if _is_certificate_failure(exc):
+        reason = describe(exc)
+        before_send = is_connect_failure(exc)
+        if is_certificate_failure(exc):
             raise self._unreachable(method, path, entity, reason) from None
         if not before_send and not resend_ok:
             raise api_error(
@@ -638,7 +568,7 @@ def _read_error_body(response: requests.Response) -> bytes:
     """The (small) body of an error response; empty when it cannot be read."""
     try:
         return response.content[:65536]
-    except _NETWORK_ERRORS:
+    except NETWORK_ERRORS:
         return b""
     finally:
         response.close()
@@ -646,82 +576,3 @@ def _read_error_body(response: requests.Response) -> bytes:
 
 def _log_path(path: str) -> str:
     return path if len(path) <= _LOG_PATH_MAX else path[:_LOG_PATH_MAX] + "..."
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and every exception it wraps (args, reason, cause, context)."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            stack.append(reason)
-        stack.extend(a for a in current.args if isinstance(a, BaseException))
-        if current.__cause__ is not None:
-            stack.append(current.__cause__)
-        if current.__context__ is not None:
-            stack.append(current.__context__)
-
-
-def _is_connect_failure(exc: BaseException) -> bool:
-    """Whether the request never reached the service (so re-sending it is always safe)."""
-    if isinstance(exc, rex.ConnectTimeout):
-        return True
-    return any(
-        isinstance(
-            e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
-        )
-        for e in _chain(exc)
-    )
-
-
-def _is_certificate_failure(exc: BaseException) -> bool:
-    """Whether TLS verification failed (a configuration problem, not worth retrying)."""
-    if not isinstance(exc, rex.SSLError):
-        return False
-    text = " ".join(str(e) for e in _chain(exc)).lower()
-    return "certificate" in text or "hostname" in text
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a failed exchange, without URLs or query strings."""
-    if _is_certificate_failure(exc):
-        return "TLS certificate verification failed"
-    if isinstance(exc, rex.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, rex.ReadTimeout):
-        return "read timed out"
-    if isinstance(exc, rex.ChunkedEncodingError | http.client.IncompleteRead):
-        return "the response was cut off"
-    chain = list(_chain(exc))
-    for e in chain:
-        if isinstance(e, urllib3.exceptions.NameResolutionError):
-            return "host name not resolved"
-        if isinstance(e, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(e, ConnectionResetError):
-            return "connection reset"
-        if isinstance(e, urllib3.exceptions.ReadTimeoutError):
-            return "read timed out"
-        if (
-            isinstance(e, urllib3.exceptions.IncompleteRead | urllib3.exceptions.ProtocolError)
-            and "incomplete" in str(e).lower()
-        ):
-            return "the response was cut off"
-    text = " ".join(str(e) for e in chain).lower()
-    for needle, reason in (
-        ("refused", "connection refused"),
-        ("reset", "connection reset"),
-        ("aborted", "connection aborted"),
-        ("remote end closed", "connection closed by the server"),
-        ("timed out", "timed out"),
-        ("ssl", "TLS error"),
-    ):
-        if needle in text:
-            return reason
-    return type(exc).__name__[:_REASON_MAX]

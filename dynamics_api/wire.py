@@ -1,0 +1,101 @@
+"""What went wrong on the wire: which exceptions mean a failed exchange, whether the request
+reached the service, and a short reason to show (no URL, no query string)."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+
+import requests.exceptions as rex
+import urllib3.exceptions
+
+__all__ = ["NETWORK_ERRORS", "describe", "is_certificate_failure", "is_connect_failure"]
+
+_REASON_MAX = 200
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,  # refused, reset, DNS, TLS (SSLError), read timeouts while streaming
+    rex.Timeout,  # connect and read timeouts
+    rex.ChunkedEncodingError,  # a body cut off before its announced length
+    urllib3.exceptions.HTTPError,  # IncompleteRead/ProtocolError that requests did not wrap
+    http.client.HTTPException,
+    ConnectionError,
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and every exception it wraps (args, reason, cause, context)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        if current.__cause__ is not None:
+            stack.append(current.__cause__)
+        if current.__context__ is not None:
+            stack.append(current.__context__)
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """Whether the request never reached the service (so re-sending it is always safe)."""
+    if isinstance(exc, rex.ConnectTimeout):
+        return True
+    return any(
+        isinstance(
+            e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+        )
+        for e in _chain(exc)
+    )
+
+
+def is_certificate_failure(exc: BaseException) -> bool:
+    """Whether TLS verification failed (a configuration problem, not worth retrying)."""
+    if not isinstance(exc, rex.SSLError):
+        return False
+    text = " ".join(str(e) for e in _chain(exc)).lower()
+    return "certificate" in text or "hostname" in text
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for a failed exchange, without URLs or query strings."""
+    if is_certificate_failure(exc):
+        return "TLS certificate verification failed"
+    if isinstance(exc, rex.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, rex.ReadTimeout):
+        return "read timed out"
+    if isinstance(exc, rex.ChunkedEncodingError | http.client.IncompleteRead):
+        return "the response was cut off"
+    chain = list(_chain(exc))
+    for e in chain:
+        if isinstance(e, urllib3.exceptions.NameResolutionError):
+            return "host name not resolved"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, ConnectionResetError):
+            return "connection reset"
+        if isinstance(e, urllib3.exceptions.ReadTimeoutError):
+            return "read timed out"
+        if (
+            isinstance(e, urllib3.exceptions.IncompleteRead | urllib3.exceptions.ProtocolError)
+            and "incomplete" in str(e).lower()
+        ):
+            return "the response was cut off"
+    text = " ".join(str(e) for e in chain).lower()
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("reset", "connection reset"),
+        ("aborted", "connection aborted"),
+        ("remote end closed", "connection closed by the server"),
+        ("timed out", "timed out"),
+        ("ssl", "TLS error"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__[:_REASON_MAX]
