@@ -35,9 +35,8 @@ CONNECTION_SETTINGS = th.PropertiesList(
     th.Property(
         "client_id",
         th.StringType,
-        required=True,
         title="Client ID",
-        description="The Entra ID application (client) id.",
+        description="The Entra ID application (client) id; required unless managed_identity.",
     ),
     th.Property(
         "client_secret",
@@ -87,6 +86,28 @@ CONNECTION_SETTINGS = th.PropertiesList(
         title="Token cache",
         description="File where the token cache (including rotated refresh tokens) persists "
         "between runs, with permissions 0600.",
+    ),
+    th.Property(
+        "managed_identity",
+        th.BooleanType,
+        title="Managed identity",
+        description="Sign in as the Azure resource's managed identity (VM, AKS, App Service, "
+        "Functions, Container Apps, Arc): no client_id, no secret.",
+    ),
+    th.Property(
+        "managed_identity_client_id",
+        th.StringType,
+        title="Managed identity client ID",
+        description="Client id of the user-assigned managed identity to use; the system-assigned "
+        "one when not set.",
+    ),
+    th.Property(
+        "federated_token_file",
+        th.StringType,
+        title="Federated token file",
+        description="File holding a token from a trusted issuer (workload identity federation), "
+        "read again for every token request; default AZURE_FEDERATED_TOKEN_FILE when no other "
+        "credential is set.",
     ),
     th.Property(
         "api_version",
@@ -217,7 +238,12 @@ class TapDynamics(SentenceConfigErrors, Tap):
         if self._client is None:
             cfg = self.config
             # The SDK only warns about missing required settings in --discover mode.
-            missing = [k for k in ("environment_url", "client_id") if not cfg.get(k)]
+            needed = (
+                ("environment_url",)
+                if cfg.get("managed_identity")
+                else ("environment_url", "client_id")
+            )
+            missing = [k for k in needed if not cfg.get(k)]
             if missing:
                 names = " and ".join(missing)
                 envs = ", ".join(f"TAP_DYNAMICS_{k.upper()}" for k in missing)
