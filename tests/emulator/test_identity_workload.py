@@ -4,13 +4,16 @@ calls on a fake clock, then the real msal over HTTPS."""
 from __future__ import annotations
 
 import dataclasses
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msal
 import pytest
 import requests
 
+from dynamics_emulator.harness import EmulatorProcess
 from dynamics_emulator.identity import (
     GRANT_CLIENT_CREDENTIALS,
     GRANT_MANAGED_IDENTITY,
@@ -388,3 +391,32 @@ def test_msal_confidential_client_with_a_federated_assertion(harness: Harness) -
     app.remove_tokens_for_client()
     assert "access_token" in app.acquire_token_for_client(scopes=[f"{RESOURCE}/.default"])
     assert len(sent) == 2  # msal asked for a new assertion for the new request
+
+
+def test_the_command_hands_over_the_managed_identity_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with EmulatorProcess(tmp_path) as emu:
+        header_file = tmp_path / "identity_header"
+        assert stat.S_IMODE(header_file.stat().st_mode) == 0o600
+        endpoint = emu.info["identity_endpoint"]
+        assert f"IDENTITY_ENDPOINT={endpoint}" in "\n".join(emu.banner)
+        header = header_file.read_text()
+        assert header not in "\n".join(emu.banner)
+        monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint)
+        monkeypatch.setenv("IDENTITY_HEADER", header)
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        with requests.Session() as session:
+            session.verify = emu.connection.ca_bundle
+            client = msal.ManagedIdentityClient(
+                msal.SystemAssignedManagedIdentity(), http_client=session
+            )
+            result = client.acquire_token_for_client(resource=emu.connection.environment_url)
+            assert "access_token" in result, result
+            me = session.get(
+                f"{emu.connection.environment_url}/api/data/v9.2/WhoAmI",
+                headers={"Authorization": f"Bearer {result['access_token']}"},
+                timeout=30,
+            )
+            assert me.status_code == 200
