@@ -130,9 +130,9 @@ def sign_in(
         )
     if device_code and settings.confidential:
         raise ConfigError(
-            "The device code sign-in needs a public client app: remove client_secret and "
-            "client_certificate_path (and allow public client flows in the app registration), "
-            "or sign in with the browser (without --device-code)."
+            "The device code sign-in needs a public client app: remove client_secret, "
+            "client_certificate_path and federated_token_file (and allow public client flows "
+            "in the app registration), or sign in with the browser (without --device-code)."
         )
     store = TokenCacheFile(settings.token_cache_path)
     scrub = Scrubber(*settings.secrets())

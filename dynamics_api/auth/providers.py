@@ -368,9 +368,10 @@ def _check_client_credentials(settings: AuthSettings) -> None:
     """What the client-credentials flow needs: an app credential and a real tenant."""
     if not settings.confidential:
         raise ConfigError(
-            "No credential is set: set client_secret (or client_certificate_path) and "
-            "tenant_id for the client-credentials flow, or sign in with `tap-dynamics "
-            "login` for the delegated flow (README: Getting a refresh token)."
+            "No credential is set: set client_secret (or client_certificate_path, or "
+            "federated_token_file) and tenant_id for the client-credentials flow, set "
+            "managed_identity on an Azure resource with a managed identity, or sign in with "
+            "`tap-dynamics login` for the delegated flow (README: Getting a refresh token)."
         )
     if not settings.tenant_id:
         raise ConfigError(
