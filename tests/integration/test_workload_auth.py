@@ -197,6 +197,34 @@ def test_no_managed_identity_here(monkeypatch: pytest.MonkeyPatch, emu: Emulator
     one_sentence(text)
 
 
+def test_an_endpoint_that_does_not_answer_json(
+    monkeypatch: pytest.MonkeyPatch, emu: Emulator
+) -> None:
+    on_this_resource(monkeypatch, emu)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{emu.url}/devicelogin")  # an HTML page
+    with pytest.raises(AuthError) as info:
+        managed(emu).token()
+    text = str(info.value)
+    assert text.startswith(
+        f"The managed identity endpoint IDENTITY_ENDPOINT ({urlsplit(emu.url).netloc}) gave no "
+        "usable answer for the system-assigned managed identity"
+    )
+    one_sentence(text)
+
+
+def test_msal_refusing_the_platform_setup(monkeypatch: pytest.MonkeyPatch, emu: Emulator) -> None:
+    """Service Fabric's endpoint must be HTTPS: msal says so before asking."""
+    env = on_this_resource(monkeypatch, emu)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{closed_port()}/msi/token")
+    monkeypatch.setenv("IDENTITY_SERVER_THUMBPRINT", "ab" * 20)
+    with pytest.raises(AuthError) as info:
+        managed(emu).token()
+    text = str(info.value)
+    assert text.startswith("msal could not ask the Service Fabric identity endpoint 127.0.0.1:")
+    assert "must use HTTPS" in text
+    one_sentence(text, env["IDENTITY_HEADER"])
+
+
 # ------------------------------------------------------------------------------ federated token
 
 
