@@ -14,7 +14,7 @@ from types import FrameType
 
 from .cost import CostModel
 from .protection import NO_LIMITS, ServiceLimits
-from .server import Emulator, EmulatorOptions
+from .server import COUNTERS_PATH, Emulator, EmulatorOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         "ca_bundle": str(Path(emulator.ca_bundle).resolve()),
         "pid": os.getpid(),
         "rows": emulator.counts,
+        # A real organisation's costs and limits, and where to read what the servers did.
+        "time_scale": opts.cost_model.time_scale if opts.cost_model is not None else None,
+        "web_servers": opts.web_servers,
+        "counters_url": f"{emulator.url}{COUNTERS_PATH}",
     }
     conn = workdir / "emulator.json"
     conn.write_text(json.dumps(info, indent=2))

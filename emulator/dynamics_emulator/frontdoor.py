@@ -65,7 +65,7 @@ class WebServers:
             return chosen
 
     def set_cookie(self, server: int) -> str:
-        return f"{AFFINITY_COOKIE}={self.ids[server]};Path=/;HttpOnly;Secure"
+        return f"{AFFINITY_COOKIE}={self.ids[server]}; Path=/; HttpOnly; Secure"
 
 
 def _cookie(header: str | None, name: str) -> str | None:

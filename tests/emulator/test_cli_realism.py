@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dynamics_emulator.cli import _realism, build_parser
+from dynamics_emulator.harness import EmulatorProcess
 from dynamics_emulator.protection import ServiceLimits
 from dynamics_emulator.server import EmulatorOptions
 
@@ -56,3 +59,19 @@ def test_servers_hint_and_prerender() -> None:
 def test_nonsense_is_one_sentence(argv: tuple[str, ...], says: str) -> None:
     _, problem = _options(*argv)
     assert problem is not None and problem.startswith(says) and problem.endswith(".")
+
+
+def test_the_command_runs_a_real_organisation_and_serves_its_counters(tmp_path: Path) -> None:
+    args = ("--rows", "20", "--table", "account", "--time-scale", "0.001", "--web-servers", "2")
+    with EmulatorProcess(tmp_path, *args, "--service-protection", "--max-requests", "2") as emu:
+        assert "  cost model       on, time scale 0.001" in emu.banner
+        assert emu.info["time_scale"] == 0.001 and emu.info["web_servers"] == 2
+        http = emu.session()
+        statuses = [http.get(http.url("WhoAmI"), timeout=30).status_code for _ in range(3)]
+        counters = http.get(emu.info["counters_url"], timeout=30).json()
+    # The session keeps the affinity cookie: one server, whose budget of two runs out.
+    assert statuses == [200, 200, 429]
+    assert counters["requests"] == 3 and counters["throttled"] == 1
+    assert sorted(s["requests"] for s in counters["servers"]) == [0, 3]
+    # Two requests ran, each charged the model's fixed part (0.06 s) and nothing more.
+    assert counters["server_seconds"] == pytest.approx(2 * 0.06)
