@@ -226,7 +226,8 @@ class ServiceProtection:
         real = seconds * self.time_scale
         if float(real).is_integer():
             return str(int(real))
-        return f"{math.ceil(real * 1000) / 1000:g}"
+        # Whole milliseconds, rounded up (after float noise: 305 x 0.01 is 3.0500000000000003).
+        return f"{math.ceil(round(real * 1000, 6)) / 1000:g}"
 
     @staticmethod
     def _expire(b: _Budget, now: float, window: float) -> None:

@@ -133,6 +133,20 @@ def test_the_time_scale_shortens_the_window_and_the_retry_after() -> None:
     p.enter("app")
 
 
+@pytest.mark.parametrize(
+    ("scale", "seconds", "sent"),
+    [
+        (1.0, 300, "300"),
+        (0.01, 305, "3.05"),
+        (0.01, 1, "0.01"),
+        (0.001, 7, "0.007"),
+        (0.3, 1, "0.3"),
+    ],
+)
+def test_retry_after_is_sent_in_real_seconds(scale: float, seconds: int, sent: str) -> None:
+    assert ServiceProtection(time_scale=scale).header_seconds(seconds) == sent
+
+
 def test_concurrency_is_refused_at_once_without_a_growing_wait() -> None:
     p = ServiceProtection(Clock())
     p.configure(max_concurrent=2)
