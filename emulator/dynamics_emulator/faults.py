@@ -1,16 +1,14 @@
-"""Fault injection and service protection limits, as the real service and networks misbehave."""
+"""Fault injection: failures as the real service and networks produce them (service protection's
+own 429s are in ``protection``)."""
 
 from __future__ import annotations
 
-import math
 import random
 import threading
-import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .wire import THROTTLE_CONCURRENCY, THROTTLE_REQUESTS, THROTTLE_TIME, ODataError
+from .wire import THROTTLE_REQUESTS, ODataError
 
 FAULT_KINDS = ("status", "reset", "truncate", "slow")
 
@@ -145,99 +143,3 @@ class FaultInjector:
             if fault is not None:
                 self.injected.append((method, path, fault))
             return fault
-
-
-@dataclass
-class ServiceProtection:
-    """Dataverse's service protection limits, per caller, over a sliding window.
-
-    Defaults are off (None); the real service allows 6,000 requests and 1,200 s of execution per
-    300 s and 52 concurrent requests.
-    """
-
-    max_requests: int | None = None
-    window_seconds: float = 300.0
-    max_concurrent: int | None = None
-    max_execution_seconds: float | None = None
-    clock: Callable[[], float] = time.monotonic
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _starts: dict[str, deque[float]] = field(default_factory=dict)
-    _exec: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
-    _active: dict[str, int] = field(default_factory=dict)
-    throttled: int = 0
-
-    def configure(
-        self,
-        *,
-        max_requests: int | None = None,
-        window_seconds: float | None = None,
-        max_concurrent: int | None = None,
-        max_execution_seconds: float | None = None,
-    ) -> None:
-        with self._lock:
-            self.max_requests = max_requests
-            if window_seconds is not None:
-                self.window_seconds = window_seconds
-            self.max_concurrent = max_concurrent
-            self.max_execution_seconds = max_execution_seconds
-            self._starts.clear()
-            self._exec.clear()
-
-    def enter(self, caller: str) -> None:
-        """Count a request in, or raise the 429 the service would answer."""
-        now = self.clock()
-        with self._lock:
-            starts = self._starts.setdefault(caller, deque())
-            while starts and starts[0] <= now - self.window_seconds:
-                starts.popleft()
-            if (
-                self.max_concurrent is not None
-                and self._active.get(caller, 0) >= self.max_concurrent
-            ):
-                self.throttled += 1
-                raise ODataError(
-                    429,
-                    THROTTLE_CONCURRENCY,
-                    f"Number of concurrent requests exceeded the limit of {self.max_concurrent}.",
-                    [("Retry-After", "1")],
-                )
-            if self.max_requests is not None and len(starts) >= self.max_requests:
-                self.throttled += 1
-                wait = max(1, math.ceil(starts[0] + self.window_seconds - now))
-                raise ODataError(
-                    429,
-                    THROTTLE_REQUESTS,
-                    f"Number of requests exceeded the limit of {self.max_requests} over time "
-                    f"window of {int(self.window_seconds)} seconds.",
-                    [("Retry-After", str(wait))],
-                )
-            if self.max_execution_seconds is not None:
-                spent = self._exec.setdefault(caller, deque())
-                while spent and spent[0][0] <= now - self.window_seconds:
-                    spent.popleft()
-                if sum(d for _, d in spent) >= self.max_execution_seconds:
-                    self.throttled += 1
-                    wait = max(1, math.ceil(spent[0][0] + self.window_seconds - now))
-                    raise ODataError(
-                        429,
-                        THROTTLE_TIME,
-                        "Combined execution time of incoming requests exceeded limit of "
-                        f"{int(self.max_execution_seconds * 1000):,} milliseconds over time window "
-                        f"of {int(self.window_seconds)} seconds. Decrease number of concurrent "
-                        "requests or reduce the duration of requests and try again later.",
-                        [("Retry-After", str(wait))],
-                    )
-            starts.append(now)
-            self._active[caller] = self._active.get(caller, 0) + 1
-
-    def leave(self, caller: str, duration: float) -> None:
-        with self._lock:
-            self._active[caller] = max(0, self._active.get(caller, 0) - 1)
-            if self.max_execution_seconds is not None:
-                self._exec.setdefault(caller, deque()).append((self.clock(), duration))
-
-    def remaining(self, caller: str) -> int | None:
-        if self.max_requests is None:
-            return None
-        with self._lock:
-            return max(0, self.max_requests - len(self._starts.get(caller, ())))

@@ -12,6 +12,8 @@ from urllib.parse import unquote
 from .wire import ODATA_BAD_URL, ODataError
 
 API_PREFIX_RE = re.compile(r"^/api/data/(v9\.[0-2])(?:/|$)")
+#: Unbound functions: their parentheses hold parameters, not a key.
+FUNCTIONS = frozenset({"WhoAmI", "RetrieveTotalRecordCount"})
 GUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
@@ -26,6 +28,7 @@ class ResourcePath:
     key: dict[str, Any] | None = None  # property -> raw literal value (str for strings, int, ...)
     key_is_guid: bool = False
     rest: list[str] = field(default_factory=list)  # segments after the entity, e.g. ["$count"]
+    args: str | None = None  # a function's parameters, as written between its parentheses
 
 
 def split_api_path(raw_path: str) -> ResourcePath | None:
@@ -50,6 +53,8 @@ def split_api_path(raw_path: str) -> ResourcePath | None:
     key_text = unquote(tail[:depth_close])
     after = tail[depth_close + 1 :]
     segments = [unquote(p) for p in after.split("/") if p]
+    if unquote(head) in FUNCTIONS:
+        return ResourcePath(version, unquote(head), rest=segments, args=key_text)
     key, is_guid = parse_key(key_text)
     return ResourcePath(version, unquote(head), key, is_guid, segments)
 

@@ -7,31 +7,34 @@ same ``https://127.0.0.1:<port>``.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import socket
-import ssl
-import struct
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
+
 from . import seed as seeding
 from .connection import Connection
-from .faults import Fault, FaultInjector, ServiceProtection
+from .cost import CostModel
+from .faults import FaultInjector
+from .frontdoor import Answer, FrontDoor, WebServers, caller_key
+from .httpd import Handler, HttpsServer, LogEntry
 from .identity import ClientApp, IdentityProvider, User
 from .model import Model, standard_model
+from .prerender import PageCache
+from .protection import ServiceLimits, ServiceProtection
 from .service import Caller, DataService, Request, ServiceSettings
 from .store import Store, q, utc_now_text
 from .tls import TlsFiles, create_tls_files, server_context
-from .wire import ODataError, Response
+from .wire import ODataError, Response, json_response
+
+__all__ = ["Emulator", "EmulatorOptions", "LogEntry", "run_forever"]
 
 DEFAULT_TENANT_ID = "9f8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
 DEFAULT_CLIENT_ID = "51f81489-12ee-4a9e-aaae-a2591f45987d"
@@ -41,24 +44,8 @@ DEFAULT_USERS = (
     User("0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9", "dana.admin@contoso.example", "Dana Admin"),
     User("1b2c3d4e-5f60-4172-93a4-b5c6d7e8f90a", "sam.agent@contoso.example", "Sam Agent"),
 )
-MAX_BODY = 64 * 1024 * 1024
-
-
-@dataclass
-class LogEntry:
-    """One request as the emulator saw it (no Authorization header, no body)."""
-
-    time: float
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    status: int
-    duration: float
-    request_bytes: int
-    response_bytes: int
-    fault: str | None = None
-    batch_operations: int | None = None
+#: The emulator's own counters as JSON, for benchmarks that run it in another process.
+COUNTERS_PATH = "/_emulator/counters"
 
 
 @dataclass
@@ -84,6 +71,17 @@ class EmulatorOptions:
     #: Extra host names the emulator answers as (in its certificate, token audiences and links),
     #: e.g. a sovereign-cloud org host and its login host, for tests that resolve them to it.
     hostnames: tuple[str, ...] = ()
+    #: Server time per request, and the time scale (None: answers as fast as they render).
+    cost_model: CostModel | None = None
+    #: Service protection (None: no limit; ``ServiceLimits()``: the real service's).
+    service_protection: ServiceLimits | None = None
+    #: Simulated web servers: budgets are per server, the affinity cookie names one.
+    web_servers: int = 1
+    #: The ``x-ms-dop-hint`` on every data-API response.
+    dop_hint: int = 4
+    #: Keep rendered pages and answer repeated identical GETs with the same bytes.
+    prerender: bool = False
+    prerender_max_bytes: int = 1 << 30
 
 
 class Emulator:
@@ -99,11 +97,23 @@ class Emulator:
         self.faults = FaultInjector()
         #: Faults for single operations inside a $batch (status faults only).
         self.part_faults = FaultInjector()
-        self.protection = ServiceProtection()
+        scale = opts.cost_model.time_scale if opts.cost_model is not None else 1.0
+        self.protection = ServiceProtection(time_scale=scale)
+        self.protection.use(opts.service_protection)
+        self.web_servers = WebServers(opts.web_servers)
+        self.page_cache = PageCache(enabled=opts.prerender, max_bytes=opts.prerender_max_bytes)
+        self.front = FrontDoor(
+            faults=self.faults,
+            protection=self.protection,
+            servers=self.web_servers,
+            cache=self.page_cache,
+            cost_model=opts.cost_model,
+            dop_hint=opts.dop_hint,
+        )
         self.log: list[LogEntry] = []
         self._log_lock = threading.Lock()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._server: _Server | None = None
+        self._server: HttpsServer | None = None
         self._thread: threading.Thread | None = None
         self.model: Model = standard_model()
         self.store: Store | None = None
@@ -133,7 +143,7 @@ class Emulator:
         self.service = DataService(
             self.model, self.store, opts.settings, csdl=csdl, part_faults=self.part_faults
         )
-        server = _Server((opts.host, opts.port), _Handler, server_context(self.tls), self)
+        server = HttpsServer((opts.host, opts.port), Handler, server_context(self.tls), self)
         self._server = server
         self.port = server.server_address[1]
         self.url = f"https://{_url_host(opts.host)}:{self.port}"
@@ -277,6 +287,49 @@ class Emulator:
     def expire_delta_tokens(self) -> None:
         assert self.service is not None
         self.service.expire_delta_tokens()
+        self.page_cache.clear()
+
+    def snapshot_record_counts(self) -> None:
+        """Take a new snapshot for ``RetrieveTotalRecordCount`` (the service's lags a day)."""
+        assert self.service is not None
+        self.service.snapshot_record_counts()
+
+    def counters(self) -> dict[str, Any]:
+        """What the benchmarks read: per web server the requests, modelled server seconds, 429s
+        and peak concurrency; in all, the 429s, ``Retry-After`` violations, peak concurrency;
+        and the pre-rendered pages' cache. Also served as JSON at ``/_emulator/counters``."""
+        return {
+            **self.protection.snapshot(self.web_servers.count),
+            "prerender": self.page_cache.snapshot(),
+        }
+
+    def reset_counters(self) -> None:
+        self.protection.reset_counters()
+
+    def prerender(self, path: str, prefer: str | None = None) -> int:
+        """Render every page of a query now, as the emulator's own client application will ask
+        for them (``path`` below ``/api/data/v9.2/``, or a full URL; ``prefer`` exactly as the
+        client sends its ``Prefer`` header), so that walking it is answered from the cache.
+        Turns the cache on. Returns the number of pages kept."""
+        assert self.service is not None
+        self.page_cache.enabled = True
+        caller = Caller(self.client_id, self._app_user)
+        headers = {"prefer": prefer} if prefer is not None else {}
+        url: str | None = path if "://" in path else f"{self.url}/api/data/v9.2/{path.lstrip('/')}"
+        pages = 0
+        while url:
+            parts = urlsplit(url)
+            req = Request("GET", parts.path, parts.query, headers, b"", caller, self.url)
+            key = self.page_cache.key(
+                "GET", caller_key(caller), self.url, parts.path, parts.query, headers
+            )
+            res = self.service.handle(req)
+            if key is None or res.status != 200 or res.work is None:
+                raise ValueError(f"{path} is not a query of rows the cache can keep: {res.status}.")
+            self.page_cache.put(key, res)
+            pages += 1
+            url = orjson.loads(res.body).get("@odata.nextLink")
+        return pages
 
     def clear_log(self) -> None:
         with self._log_lock:
@@ -300,11 +353,13 @@ class Emulator:
                     vals["versionnumber"] = self.store.next_version()
                 self.store.update(entity, rid, vals)
                 n += 1
+        self.page_cache.clear()
         return n
 
     def delete_rows(self, table: str, ids: Iterable[str]) -> int:
         assert self.store is not None
         entity = self.model[table]
+        self.page_cache.clear()
         return sum(1 for rid in ids if self.store.delete(entity, rid))
 
     def row_ids(self, table: str, limit: int | None = None) -> list[str]:
@@ -357,46 +412,33 @@ class Emulator:
         )
         return Response(401, b"", [("WWW-Authenticate", challenge), *err.headers])
 
-    def dispatch(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[Response, Fault | None, int | None]:
-        """Answer one HTTP request. Returns (response, injected fault, batch operation count)."""
+    def _authenticate(self, headers: Mapping[str, str]) -> Caller | None:
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        return self._caller_for(token) if token else None
+
+    def dispatch(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        """Answer one HTTP request."""
         assert self.identity is not None and self.service is not None
         parts = urlsplit(target)
         path, raw_query = parts.path, parts.query
         if path.startswith("/api/data/"):
-            fault = self.faults.next_fault(method, path)
-            if fault is not None and fault.kind == "status":
-                return fault.error().to_response(), fault, None
-            auth = headers.get("authorization", "")
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            caller = self._caller_for(token) if token else None
-            if caller is None:
-                return self._challenge(), fault, None
-            key = caller.client_id + "/" + (caller.user_object_id or "app")
-            start = time.perf_counter()
-            try:
-                self.protection.enter(key)
-            except ODataError as err:
-                return err.to_response(), fault, None
-            try:
-                req = Request(
-                    method=method,
-                    raw_path=path,
-                    raw_query=raw_query,
-                    headers=headers,
-                    body=body,
-                    caller=caller,
-                    base_url=self._base_url_for(headers),
-                )
-                res = self.service.handle(req)
-            finally:
-                self.protection.leave(key, time.perf_counter() - start)
-            remaining = self.protection.remaining(key)
-            if remaining is not None:
-                res.headers.append(("x-ms-ratelimit-burst-remaining-xrm-requests", str(remaining)))
-            ops = body.count(b"Content-Type: application/http") if path.endswith("$batch") else None
-            return res, fault, ops
+            req = Request(
+                method=method,
+                raw_path=path,
+                raw_query=raw_query,
+                headers=headers,
+                body=body,
+                base_url=self._base_url_for(headers),
+            )
+            return self.front.answer(
+                req,
+                authenticate=self._authenticate,
+                challenge=self._challenge,
+                handle=self.service.handle,
+            )
+        if path == COUNTERS_PATH and method == "GET":
+            return Answer(json_response(200, self.counters()))
         query = parse_qs(raw_query, keep_blank_values=True)
         form: dict[str, list[str]] = {}
         ctype = headers.get("content-type", "")
@@ -404,10 +446,10 @@ class Emulator:
             form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         res_id = self.identity.handle(method, path, query, form, headers)
         if res_id is not None:
-            return res_id, None, None
-        return ODataError(404, "", f"No resource at '{path}'.").to_response(), None, None
+            return Answer(res_id)
+        return Answer(ODataError(404, "", f"No resource at '{path}'.").to_response())
 
-    def _record(self, entry: LogEntry) -> None:
+    def record(self, entry: LogEntry) -> None:
         with self._log_lock:
             self.log.append(entry)
             if len(self.log) > self.options.log_limit:
@@ -425,171 +467,6 @@ def _url_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind is reached via loopback
         return "127.0.0.1"
     return host
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 128
-
-    def __init__(
-        self,
-        addr: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        ctx: ssl.SSLContext,
-        emulator: Emulator,
-    ) -> None:
-        self.ssl_context = ctx
-        self.emulator = emulator
-        super().__init__(addr, handler)
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        # The TLS handshake runs in the worker thread, so one slow client cannot stall accept().
-        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return tls, addr
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        try:
-            request.settimeout(30)
-            request.do_handshake()
-        except (OSError, ssl.SSLError):
-            with contextlib.suppress(OSError):
-                request.close()
-            return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that drop connections are routine here (faults, killed taps); stay quiet.
-        return
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    timeout = 120
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        self._serve()
-
-    def _read_body(self) -> bytes:
-        te = (self.headers.get("Transfer-Encoding") or "").lower()
-        if "chunked" in te:
-            chunks = []
-            total = 0
-            while True:
-                line = self.rfile.readline(65537)
-                size = int(line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                if total > MAX_BODY:
-                    raise ValueError("body too large")
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(3)
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise ValueError("body too large")
-        return self.rfile.read(length) if length else b""
-
-    def _serve(self) -> None:
-        emu = self.server.emulator
-        start = time.perf_counter()
-        try:
-            body = self._read_body()
-        except ValueError:
-            self.send_error(413)
-            return
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            res, fault, ops = emu.dispatch(self.command, self.path, headers, body)
-        except Exception as exc:  # noqa: BLE001 - a bug must answer 500, not hang the client
-            res = ODataError(
-                500, "0x80040216", f"An unexpected error occurred: {type(exc).__name__}"
-            ).to_response()
-            fault, ops = None, None
-        if fault is not None and fault.kind == "slow":
-            time.sleep(fault.delay)
-        status = res.status
-        if fault is not None and fault.kind == "reset":
-            self._reset()
-            status = 0
-        else:
-            self._write(res, truncate=fault is not None and fault.kind == "truncate")
-            if fault is not None and fault.kind == "truncate":
-                status = -res.status
-        logged = {k: v for k, v in headers.items() if k != "authorization"}
-        path, _, query = self.path.partition("?")
-        emu._record(
-            LogEntry(
-                time=time.time(),
-                method=self.command,
-                path=path,
-                query=query,
-                headers=logged,
-                status=status,
-                duration=time.perf_counter() - start,
-                request_bytes=len(body),
-                response_bytes=len(res.body),
-                fault=fault.kind if fault is not None else None,
-                batch_operations=ops,
-            )
-        )
-
-    def _write(self, res: Response, *, truncate: bool) -> None:
-        self.send_response(res.status)
-        names = {k.lower() for k, _ in res.headers}
-        for k, v in res.headers:
-            self.send_header(k, v)
-        if "content-type" not in names and res.body:
-            self.send_header("Content-Type", "application/json")
-        request_id = str(uuid.uuid4())
-        self.send_header("x-ms-service-request-id", request_id)
-        self.send_header("REQ_ID", request_id)
-        self.send_header("Content-Length", str(len(res.body)))
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        if truncate:
-            # Half the announced body, then a clean close: the client reads a short body.
-            self.wfile.write(res.body[: len(res.body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.wfile.write(res.body)
-
-    def _reset(self) -> None:
-        """Drop the connection abruptly (RST), as a broken network or proxy would."""
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.wfile.flush()
-        with contextlib.suppress(OSError):
-            raw = self.connection
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            raw.close()
 
 
 def run_forever(emulator: Emulator, on_ready: Callable[[Emulator], None] | None = None) -> None:

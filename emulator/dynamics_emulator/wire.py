@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from .cost import Work
+
 JSON_CONTENT_TYPE = "application/json; odata.metadata=minimal"
 
 
@@ -17,6 +19,8 @@ class Response:
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: What answering took, for the cost model (None: nothing beyond the request's fixed part).
+    work: Work | None = None
 
     def header(self, name: str) -> str | None:
         lname = name.lower()

@@ -4,7 +4,8 @@ turns HTTP into a ``Request`` and writes back the ``Response``.
 
 One module per concern: ``api`` (``DataService`` and its routing), ``metadata`` (``$metadata``,
 ``WhoAmI``, ``EntityDefinitions``), ``reads``, ``tracking`` (change tracking), ``payload``
-(validation of write bodies), ``writes``, ``batch``; ``base`` and ``common`` hold what they share.
+(validation of write bodies), ``writes``, ``batch``, ``functions`` (``RetrieveTotalRecordCount``);
+``base`` and ``common`` hold what they share.
 """
 
 from .api import DataService

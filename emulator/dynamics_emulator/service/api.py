@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from ..cost import Work
 from ..resource import ResourcePath, split_api_path
 from ..wire import NOT_SUPPORTED, ODataError, Response
 from .batch import Batch
 from .common import Prefer, Request
+from .functions import Functions
 from .metadata import MetadataAnswers
 from .tracking import ChangeTracking
 
 
-class DataService(MetadataAnswers, ChangeTracking, Batch):
+class DataService(MetadataAnswers, ChangeTracking, Batch, Functions):
     """Answers ``/api/data/v9.x/...`` requests."""
 
     # -- entry ---------------------------------------------------------------------------------
@@ -38,6 +40,8 @@ class DataService(MetadataAnswers, ChangeTracking, Batch):
             return self._service_document(req, res)
         if seg == "WhoAmI" or seg == "WhoAmI()":
             return self._whoami(req, res)
+        if seg == "RetrieveTotalRecordCount":
+            return self._retrieve_total_record_count(req, res)
         if seg == "EntityDefinitions":
             return self._string_lengths(req, res)
         entity = self.model.by_set(seg)
@@ -58,7 +62,7 @@ class DataService(MetadataAnswers, ChangeTracking, Batch):
                     return self._changes(req, res, entity, opts, prefer)
                 return self._query(req, res, entity, opts, prefer)
             if req.method == "POST":
-                return self._create(req, res, entity, content_ids)
+                return _wrote(self._create(req, res, entity, content_ids))
             raise ODataError(405, NOT_SUPPORTED, f"{req.method} is not allowed on a collection.")
         if res.rest:
             raise ODataError(
@@ -69,7 +73,14 @@ class DataService(MetadataAnswers, ChangeTracking, Batch):
         if req.method == "GET":
             return self._retrieve(req, res, entity)
         if req.method == "PATCH":
-            return self._upsert(req, res, entity, content_ids)
+            return _wrote(self._upsert(req, res, entity, content_ids))
         if req.method == "DELETE":
-            return self._delete(req, res, entity)
+            return _wrote(self._delete(req, res, entity))
         raise ODataError(405, NOT_SUPPORTED, f"{req.method} is not allowed on an entity.")
+
+
+def _wrote(res: Response) -> Response:
+    """A record written on its own (the cost model's "single"; a ``$batch`` recounts it)."""
+    if res.status < 400:
+        res.work = (res.work or Work()).wrote(1, "single")
+    return res

@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from .. import multipart
+from ..cost import Work
 from ..resource import ResourcePath, split_api_path
 from ..wire import NOT_SUPPORTED, ODATA_BAD_URL, ODataError, Response
 from .common import Prefer, Request
@@ -20,6 +21,7 @@ class Batch(Writes):
         parts = multipart.parse_batch(req.body, ctype)
         prefer = Prefer.parse(req.header("prefer"))
         results: list[multipart.PartResponse | multipart.ChangeSetResponse] = []
+        work = Work()
         failed = False
         for part in parts:
             if isinstance(part, multipart.ChangeSet):
@@ -29,6 +31,7 @@ class Batch(Writes):
                     with self.store.transaction():
                         for op in part.operations:
                             r = self._batch_operation(req, op, content_ids)
+                            work.add_operation(r.work)
                             cs_results.append(_part(r, op.content_id))
                             if r.status >= 400:
                                 raise _ChangeSetFailedError(r, op.content_id)
@@ -46,6 +49,7 @@ class Batch(Writes):
                 results.append(multipart.ChangeSetResponse(cs_results))
             else:
                 r = self._batch_operation(req, part, None)
+                work.add_operation(r.work)
                 results.append(_part(r, part.content_id))
                 if r.status >= 400:
                     failed = True
@@ -60,7 +64,7 @@ class Batch(Writes):
         headers = [("Content-Type", ctype_out), ("OData-Version", "4.0")]
         if prefer.continue_on_error:
             headers.append(("Preference-Applied", "odata.continue-on-error"))
-        return Response(status, body, headers)
+        return Response(status, body, headers, work=work)
 
     def _batch_operation(
         self, outer: Request, op: multipart.Operation, content_ids: dict[str, str] | None

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import orjson
 
+from ..cost import Work
 from ..model import Attribute, Entity
 from ..odata_query import parse_filter, parse_orderby, parse_select, parse_top
 from ..resource import ResourcePath
@@ -121,6 +122,7 @@ class Reads(ServiceBase):
             200,
             payload,
             [("Content-Type", JSON_CONTENT_TYPE), ("OData-Version", "4.0"), *applied],
+            work=Work().read(len(page.rows), len(selected)),
         )
 
     def _next_link(self, req: Request, base: str, entity: Entity, option: str, token: str) -> str:
@@ -311,7 +313,9 @@ class Reads(ServiceBase):
             and inm == f'W/"{row.get("versionnumber")}"'
         ):
             return Response(304, b"", [("OData-Version", "4.0")])
-        return json_response(200, body, headers)
+        answer = json_response(200, body, headers)
+        answer.work = Work().read(1, len(selected))
+        return answer
 
 
 def _money(precision: int) -> Callable[[Any], Any]:

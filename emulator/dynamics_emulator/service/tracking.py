@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import orjson
 
+from ..cost import Work
 from ..model import Entity
 from ..odata_query import parse_select
 from ..resource import ResourcePath
@@ -85,6 +86,7 @@ class ChangeTracking(Reads):
                 200,
                 orjson.dumps(body),
                 [("Content-Type", JSON_CONTENT_TYPE), ("OData-Version", "4.0"), *applied],
+                work=Work().read(len(page.rows), len(selected)),
             )
         token = opts["$deltatoken"]
         try:
@@ -153,6 +155,7 @@ class ChangeTracking(Reads):
             200,
             orjson.dumps(body),
             [("Content-Type", JSON_CONTENT_TYPE), ("OData-Version", "4.0"), *applied],
+            work=Work().read(len(value), len(selected)),
         )
 
     def expire_delta_tokens(self) -> None:
