@@ -135,6 +135,9 @@ class DataverseClient:
         )
         self.stats = ClientStats()
         self._tokens = token_source
+        self._hold_lock = threading.Lock()
+        self._hold_until = 0.0
+        self._held = threading.local()  # the hold this thread has already waited for
         self._refresh_lock = threading.Lock()
         self._last_rejected: str | None = None
         self._last_refreshed: str | None = None
@@ -221,6 +224,7 @@ class DataverseClient:
         refreshed = False
         token: str | None = None
         while True:
+            self._await_hold()
             if token is None:
                 token = self._tokens.token()
             attempt_headers = dict(send_headers)
@@ -410,6 +414,29 @@ class DataverseClient:
             self._last_rejected, self._last_refreshed = rejected, fresh
             return fresh
 
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` from now, from any thread: the service throttles the
+        user (its limits are per user and web server, not per connection), so after a 429 with
+        ``Retry-After`` every request of this client waits, not only the one that was refused.
+        The calling thread is taken to wait the ``seconds`` itself."""
+        until = time.monotonic() + seconds
+        with self._hold_lock:
+            self._hold_until = max(self._hold_until, until)
+            self._held.until = self._hold_until
+
+    def _await_hold(self) -> None:
+        with self._hold_lock:
+            until = self._hold_until
+        if until <= getattr(self._held, "until", 0.0):
+            return  # this thread already waited for this hold
+        remaining = until - time.monotonic()
+        if remaining > 0:
+            log.debug(
+                "Waiting %.2f s: Dataverse asked this client to wait (Retry-After)", remaining
+            )
+            self.stats.add(waited_seconds=remaining, held_waits=1)
+            self.retry.sleep(remaining)
+
     @property
     def max_retries(self) -> int:
         """Retries of one request at most (the retry policy's)."""
@@ -450,6 +477,8 @@ class DataverseClient:
         retries += 1
         if status == 429:
             self.stats.add(throttled_waits=1)
+            if asked is not None:
+                self.hold(asked)
         self.stats.add(retries=1)
         self._wait(
             wait,

@@ -18,7 +18,8 @@ class ClientStats:
         requests: HTTP attempts sent (retries included).
         retries: attempts that were repeated after a failure (401 refreshes not included).
         throttled_waits: waits caused by a 429.
-        waited_seconds: total time slept before retries.
+        held_waits: requests that waited because another one of this client was throttled.
+        waited_seconds: total time slept before retries (and held).
         network_errors: attempts that got no complete response.
         token_refreshes: tokens refreshed after a 401.
         statuses: responses by HTTP status.
@@ -27,6 +28,7 @@ class ClientStats:
     requests: int = 0
     retries: int = 0
     throttled_waits: int = 0
+    held_waits: int = 0
     waited_seconds: float = 0.0
     network_errors: int = 0
     token_refreshes: int = 0
@@ -51,6 +53,7 @@ class ClientStats:
                 "requests": self.requests,
                 "retries": self.retries,
                 "throttled_waits": self.throttled_waits,
+                "held_waits": self.held_waits,
                 "waited_seconds": self.waited_seconds,
                 "network_errors": self.network_errors,
                 "token_refreshes": self.token_refreshes,

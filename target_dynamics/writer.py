@@ -238,6 +238,8 @@ class BatchWriter:
             pending = retry
             if pending:
                 self.report.add(stream, retried=len(pending))
+                if throttled and asked is not None:
+                    client.hold(asked)  # the other batches wait too: the limit is the user's
                 wait = policy.delay(attempt, asked)
                 attempt += 1
                 policy.wait(

@@ -168,7 +168,9 @@ class Handler(BaseHTTPRequestHandler):
             self._write(res, truncate=fault is not None and fault.kind == "truncate")
             if fault is not None and fault.kind == "truncate":
                 status = -res.status
-        logged = {k: v for k, v in headers.items() if k != "authorization"}
+        logged = {
+            k: v for k, v in headers.items() if k not in ("authorization", "x-identity-header")
+        }
         path, _, query = self.path.partition("?")
         app.record(
             LogEntry(

@@ -593,3 +593,23 @@ def test_logs_never_show_the_token(
         "authorization" not in e.headers and "Authorization" not in e.headers
         for e in logged(emu, "/api/data/")
     )
+
+
+def test_a_429_holds_every_request_of_the_client(
+    emu: Emulator, client: DataverseClient, sleeps: Sleeps
+) -> None:
+    """The service throttles the user, not the connection: after a 429 with Retry-After, other
+    threads of the same client wait for it too (the refused request waits once, not twice)."""
+    emu.faults.script([Fault("status", status=429, retry_after=30)])
+    assert len(_accounts(client)) == COUNTS["account"]
+    assert sleeps == [30.0]  # the refused request: Retry-After, exactly
+    other: list[int] = []
+    worker = threading.Thread(target=lambda: other.append(len(_accounts(client))))
+    worker.start()
+    worker.join(timeout=60)
+    assert other == [COUNTS["account"]]
+    # The other thread's request waited for what was left of the 30 s (the sleeps are recorded,
+    # not slept, so almost all of it), before it was sent.
+    assert len(sleeps) == 2 and 25.0 < sleeps[1] <= 30.0
+    assert client.stats.snapshot()["held_waits"] == 1
+    assert [e.status for e in emu.requests("/accounts")] == [429, 200, 200]

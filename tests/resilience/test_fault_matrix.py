@@ -440,15 +440,13 @@ def test_target_token_revoked_mid_run(
 def test_target_service_protection_budget(
     target_env: TargetEnv, small_emulator: Emulator, tmp_path: Path, fault_matrix: FaultMatrix
 ) -> None:
-    # The budgets alone: with the emulator's growing penalty for requests sent before their
-    # Retry-After, the target's two workers (each honouring only its own 429) extend each
-    # other's wait until the retries run out.
-    small_emulator.protection.configure(
-        max_requests=3, window_seconds=2, max_concurrent=1, penalty_seconds=0
-    )
+    # The budgets, with the emulator's growing penalty for requests sent before their
+    # Retry-After: a 429 holds every worker of the target, so none is sent early.
+    small_emulator.protection.configure(max_requests=3, window_seconds=2, max_concurrent=1)
     _check_target(
         target_env, small_emulator, tmp_path, fault_matrix, "service-protection-budget", 0
     )
+    assert small_emulator.counters()["throttled"] > 0
 
 
 def _target_random(env: TargetEnv, tmp: Path, matrix: FaultMatrix, seed: int, rate: float) -> None:
