@@ -37,9 +37,13 @@ def client_from_config(
         max_connections: the connection pool size (most requests in flight).
 
     Raises:
-        ConfigError: ``environment_url`` or ``client_id`` is missing, or a setting is invalid.
+        ConfigError: ``environment_url`` or ``client_id`` (unless ``managed_identity``) is
+            missing, or a setting is invalid.
     """
-    missing = [k for k in ("environment_url", "client_id") if not config.get(k)]
+    needed = (
+        ("environment_url",) if config.get("managed_identity") else ("environment_url", "client_id")
+    )
+    missing = [k for k in needed if not config.get(k)]
     if missing:
         names = " and ".join(missing)
         prefix = plugin.upper().replace("-", "_")

@@ -46,7 +46,7 @@ PROGRESS_SETTINGS = th.PropertiesList(
     th.Property(
         "progress_interval",
         th.NumberType(minimum=0),
-        default=DEFAULT_INTERVAL,
+        default=30,
         title="Progress interval",
         description="Seconds between progress lines (INFO: rows, rows/s, requests, retries, "
         "seconds throttled, time left when known) on long runs; 0 logs only the line at the end.",

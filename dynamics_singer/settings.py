@@ -23,9 +23,8 @@ CONNECTION_SETTINGS = th.PropertiesList(
     th.Property(
         "client_id",
         th.StringType,
-        required=True,
         title="Client ID",
-        description="The Entra ID application (client) id.",
+        description="The Entra ID application (client) id; required unless managed_identity.",
     ),
     th.Property(
         "client_secret",
@@ -75,6 +74,28 @@ CONNECTION_SETTINGS = th.PropertiesList(
         title="Token cache",
         description="File where the token cache (including rotated refresh tokens) persists "
         "between runs, with permissions 0600.",
+    ),
+    th.Property(
+        "managed_identity",
+        th.BooleanType,
+        title="Managed identity",
+        description="Sign in as the Azure resource's managed identity (VM, AKS, App Service, "
+        "Functions, Container Apps, Arc): no client_id, no secret.",
+    ),
+    th.Property(
+        "managed_identity_client_id",
+        th.StringType,
+        title="Managed identity client ID",
+        description="Client id of the user-assigned managed identity to use; the system-assigned "
+        "one when not set.",
+    ),
+    th.Property(
+        "federated_token_file",
+        th.StringType,
+        title="Federated token file",
+        description="File holding a token from a trusted issuer (workload identity federation), "
+        "read again for every token request; default AZURE_FEDERATED_TOKEN_FILE when no other "
+        "credential is set.",
     ),
     th.Property(
         "api_version",

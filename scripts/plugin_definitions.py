@@ -39,16 +39,17 @@ PLUGINS = (
 )
 LABEL = "Dynamics 365 / Dataverse"
 
-#: One group per way to sign in: Meltano lists them (``meltano config <plugin> list``) as the
-#: combinations of settings one of which is required. Both plugins share them.
-#: Managed identity and federated token (workload identity) settings: add their groups here, one
-#: entry each, once their settings are in dynamics_singer/settings.py.
+#: One group per way to sign in: Meltano lists them (``meltano config list <plugin>``) as the
+#: combinations of settings one of which is required. Both plugins share them. A new way to sign
+#: in (its settings in dynamics_singer/settings.py) adds its group here, one entry each.
 SIGN_IN_GROUPS: dict[str, tuple[str, ...]] = {
     "client secret": ("environment_url", "client_id", "client_secret", "tenant_id"),
     "certificate": ("environment_url", "client_id", "client_certificate_path", "tenant_id"),
     "refresh token": ("environment_url", "client_id", "refresh_token"),
     # Signed in with `login` and token_cache_path: the refresh token is in the cache file.
     "token cache": ("environment_url", "client_id", "token_cache_path"),
+    "federated token": ("environment_url", "client_id", "federated_token_file", "tenant_id"),
+    "managed identity": ("environment_url", "managed_identity"),
 }
 
 COMMANDS = {

@@ -1,4 +1,6 @@
-"""The one msal application builder: authority, instance discovery, HTTP client and token cache.
+"""The one msal application builder: authority, instance discovery, HTTP client and token cache
+(for an app registration; a managed identity has its own msal client:
+:mod:`dynamics_api.auth.managed_identity`).
 
 Authority: ``<authority_host>/<tenant_id or "organizations">``, ``authority_host`` coming from the
 setting or from the environment's cloud (:mod:`dynamics_api.cloud`).
@@ -17,7 +19,6 @@ trusted and verification is never off.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ import msal
 import requests
 
 from dynamics_api.auth.errors import discovery_error, network_error
+from dynamics_api.auth.scrub import Scrubber
 from dynamics_api.auth.settings import AuthSettings
 from dynamics_api.session_base import VerifiedSession
 
@@ -75,7 +77,7 @@ def build_app(
     cache: msal.TokenCache,
     session: requests.Session,
     *,
-    scrub: Callable[[str], str],
+    scrub: Scrubber,
     refused: str = "a token",
 ) -> msal.ClientApplication:
     """The msal application for ``settings``: confidential with a secret or certificate, public
@@ -85,11 +87,12 @@ def build_app(
         settings: the parsed settings.
         cache: msal's token cache (usually :attr:`TokenCacheFile.cache`).
         session: the HTTP client for the identity endpoints.
-        scrub: removes secrets from error sentences.
+        scrub: removes secrets from error sentences; learns each federated token read.
         refused: what Entra ID refused, for error codes without a sentence of their own.
 
     Raises:
         AuthError: Entra ID could not be reached, or has no configuration for the tenant.
+        ConfigError: the settings name no app registration (a managed identity).
     """
     kwargs: dict[str, Any] = {
         "authority": settings.authority,
@@ -98,13 +101,14 @@ def build_app(
     }
     if not uses_instance_discovery(settings.authority_host):
         kwargs["instance_discovery"] = False
-    credential = settings.msal_credential()
+    client_id = settings.app_client_id
+    credential = settings.msal_credential(on_assertion=scrub.add)
     try:
         if credential:
             return msal.ConfidentialClientApplication(
-                settings.client_id, client_credential=credential, **kwargs
+                client_id, client_credential=credential, **kwargs
             )
-        return msal.PublicClientApplication(settings.client_id, **kwargs)
+        return msal.PublicClientApplication(client_id, **kwargs)
     except requests.RequestException as exc:
         raise network_error(settings.authority_host, exc) from None
     except ValueError:

@@ -1,8 +1,9 @@
 """The persisted token cache (``token_cache_path``): msal's ``SerializableTokenCache`` in a file.
 
 The file is written with mode 0600, atomically through a temporary file, and a file found readable
-by others is restricted to its owner. Every read-modify-write runs under an exclusive
-``fcntl.flock`` on ``<token_cache_path>.lock``: :meth:`TokenCacheFile.transaction` takes the lock,
+by others is restricted to its owner. Every read-modify-write runs under the file's exclusive lock
+(:mod:`dynamics_api.auth.lock`: ``fcntl.flock``, or a lock file where there is no ``fcntl``):
+:meth:`TokenCacheFile.transaction` takes the lock,
 re-reads the file, lets msal talk to Entra ID, and writes back what msal changed, so two runs
 sharing the file each start from the newest rotated refresh token and neither loses the other's.
 Without a path the cache lives in memory only and a transaction is a no-op.
@@ -19,12 +20,8 @@ from pathlib import Path
 
 import msal
 
+from dynamics_api.auth.lock import token_cache_lock
 from dynamics_api.errors import ConfigError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory file locks
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["TokenCacheFile", "load_token_cache", "save_token_cache", "token_cache_lock"]
 
@@ -80,34 +77,6 @@ class TokenCacheFile:
 
     def __repr__(self) -> str:
         return f"TokenCacheFile({str(self.path) if self.path else None!r})"
-
-
-@contextmanager
-def token_cache_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``fcntl.flock`` on ``<path>.lock`` (creating the directory and lock file).
-
-    Every read-modify-write of a token cache file must run under it.
-
-    Raises:
-        ConfigError: the lock file cannot be created.
-    """
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise ConfigError(
-            f"The token cache lock file {str(lock_path)!r} cannot be created "
-            f"({exc.strerror or type(exc).__name__}): check token_cache_path."
-        ) from None
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def load_token_cache(cache: msal.SerializableTokenCache, path: Path) -> None:

@@ -92,7 +92,7 @@ def auth_error(
         ),
         7000218: (
             f"client_id '{cid}' is a confidential application and needs a credential "
-            f"({tag}). Set client_secret or client_certificate_path."
+            f"({tag}). Set client_secret, client_certificate_path or federated_token_file."
         ),
         700025: (
             f"client_id '{cid}' is a public client application, which must not send a "

@@ -121,12 +121,18 @@ def sign_in(
             flow was asked for a confidential app.
         AuthError: the sign-in was cancelled, denied, timed out, or Entra ID refused it.
     """
-    settings = AuthSettings.from_config(config)
+    # AZURE_FEDERATED_TOKEN_FILE is for unattended runs: a sign-in uses only what it is given.
+    settings = AuthSettings.from_config(config, environ={})
+    if settings.managed_identity:
+        raise ConfigError(
+            "managed_identity is set, and a managed identity needs no sign-in: run the tap or "
+            "target itself, or remove managed_identity to sign a user in."
+        )
     if device_code and settings.confidential:
         raise ConfigError(
-            "The device code sign-in needs a public client app: remove client_secret and "
-            "client_certificate_path (and allow public client flows in the app registration), "
-            "or sign in with the browser (without --device-code)."
+            "The device code sign-in needs a public client app: remove client_secret, "
+            "client_certificate_path and federated_token_file (and allow public client flows "
+            "in the app registration), or sign in with the browser (without --device-code)."
         )
     store = TokenCacheFile(settings.token_cache_path)
     scrub = Scrubber(*settings.secrets())
@@ -140,7 +146,7 @@ def sign_in(
     token = result.get("refresh_token")
     scrub.add(token if isinstance(token, str) else None)
     if result.get("error") in _DENIED_ERRORS:
-        raise denied_error(result, client_id=settings.client_id)
+        raise denied_error(result, client_id=settings.app_client_id)
     if "access_token" not in result:
         raise settings.auth_error(result, scrub=scrub, refused="the sign-in")
     if not isinstance(token, str) or not token:

@@ -1,8 +1,8 @@
 """Token providers: access tokens for the Dataverse Web API, from Entra ID through msal.
 
-:class:`TokenProvider` serves two flows, chosen by the settings (``ARCHITECTURE.md``, "Settings
-contract"); managed identity and federated assertions will be providers of their own beside it,
-with the same ``token(force_refresh=False)`` contract (:class:`dynamics_api.http.TokenSource`).
+:class:`TokenProvider` serves three flows, chosen by the settings (``ARCHITECTURE.md``, "Settings
+contract"), all behind one ``token(force_refresh=False)`` contract
+(:class:`dynamics_api.http.TokenSource`) and one in-memory cache:
 
 * **Delegated** (``refresh_token`` set, or ``token_cache_path`` naming a cache that already holds a
   refresh token for ``client_id``, as the login command leaves it): the token is the user's. A
@@ -14,19 +14,25 @@ with the same ``token(force_refresh=False)`` contract (:class:`dynamics_api.http
   ``token_cache_path`` the cache (so the rotated refresh token) survives the run, and an account
   found there is preferred over the ``refresh_token`` setting, which is then usually older.
 * **Client credentials** (no ``refresh_token``): the app's own token for ``<resource>/.default``,
-  proven with ``client_secret`` or a certificate (:mod:`dynamics_api.auth.certificate`).
-  ``tenant_id`` is required.
+  proven with ``client_secret``, a certificate (:mod:`dynamics_api.auth.certificate`) or a
+  federated token read from a file on every token request (workload identity federation:
+  :mod:`dynamics_api.auth.federated`). ``tenant_id`` is required.
+* **Managed identity** (``managed_identity``): the token of the Azure resource's system- or
+  user-assigned identity, from the platform's endpoint (:mod:`dynamics_api.auth.managed_identity`);
+  no app registration, no credential, no tenant.
 
 Caching: :meth:`TokenProvider.token` holds the token in memory and asks msal again when fewer than
 300 s remain (for short-lived tokens half the lifetime, never less than 60 s); msal's own cache
 treats tokens with under 5 minutes left as expired, so the two agree. ``force_refresh=True``
 bypasses both caches: ``remove_tokens_for_client()`` for client credentials (whose
 ``acquire_token_for_client`` would otherwise return the cached token), ``force_refresh`` of
-``acquire_token_silent`` for the delegated flow. Every acquisition runs in a
-:meth:`~dynamics_api.auth.cache.TokenCacheFile.transaction` (file lock, re-read, write back).
+``acquire_token_silent`` for the delegated flow, the identity's cached tokens dropped for a managed
+identity. Every acquisition runs in a :meth:`~dynamics_api.auth.cache.TokenCacheFile.transaction`
+(file lock, re-read, write back).
 
-Secrets: the client secret, the certificate's key, refresh and access tokens never appear in a log
-line, an exception message or a ``repr`` (:mod:`dynamics_api.auth.scrub`).
+Secrets: the client secret, the certificate's key, federated tokens, the platform's managed
+identity secret, refresh and access tokens never appear in a log line, an exception message or a
+``repr`` (:mod:`dynamics_api.auth.scrub`).
 """
 
 from __future__ import annotations
@@ -46,16 +52,23 @@ import requests
 from dynamics_api.auth.app import build_app, identity_session
 from dynamics_api.auth.cache import TokenCacheFile
 from dynamics_api.auth.errors import aadsts_code, network_error
+from dynamics_api.auth.managed_identity import ManagedIdentityTokens
 from dynamics_api.auth.scrub import Scrubber
 from dynamics_api.auth.settings import AuthSettings
 from dynamics_api.errors import ConfigError
 
-__all__ = ["FLOW_CLIENT_CREDENTIALS", "FLOW_REFRESH_TOKEN", "TokenProvider"]
+__all__ = [
+    "FLOW_CLIENT_CREDENTIALS",
+    "FLOW_MANAGED_IDENTITY",
+    "FLOW_REFRESH_TOKEN",
+    "TokenProvider",
+]
 
 logger = logging.getLogger(__name__)
 
 FLOW_CLIENT_CREDENTIALS = "client_credentials"
 FLOW_REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a flow name
+FLOW_MANAGED_IDENTITY = "managed_identity"
 
 #: Refresh a token when fewer seconds than this remain (msal's own cache treats <5 min as expired).
 REFRESH_MARGIN = 300.0
@@ -89,8 +102,8 @@ class TokenProvider:
     :meth:`token` call.
 
     Args:
-        settings: the parsed settings; a ``refresh_token`` (or a cached one) selects the
-            delegated flow.
+        settings: the parsed settings; ``managed_identity`` selects the managed identity, a
+            ``refresh_token`` (or a cached one) the delegated flow.
         session: the HTTP session for the identity endpoints (default: a new
             :class:`~dynamics_api.session_base.VerifiedSession`, closed by :meth:`close`).
 
@@ -110,9 +123,15 @@ class TokenProvider:
         self._store = TokenCacheFile(settings.token_cache_path)
         # Delegated when a refresh token is given, or when the cache file already holds one for
         # this client (put there by the login command or by an earlier delegated run).
-        delegated = bool(settings.refresh_token) or self._store.has_refresh_token(self.client_id)
-        self.flow = FLOW_REFRESH_TOKEN if delegated else FLOW_CLIENT_CREDENTIALS
-        if self.flow == FLOW_CLIENT_CREDENTIALS:
+        delegated = bool(settings.refresh_token) or (
+            self.client_id is not None and self._store.has_refresh_token(self.client_id)
+        )
+        if settings.managed_identity:
+            self.flow = FLOW_MANAGED_IDENTITY
+        elif delegated:
+            self.flow = FLOW_REFRESH_TOKEN
+        else:
+            self.flow = FLOW_CLIENT_CREDENTIALS
             _check_client_credentials(settings)
         self.scopes = (
             [f"{self.resource}/user_impersonation"]
@@ -126,6 +145,7 @@ class TokenProvider:
         self._session: requests.Session = session or identity_session()
         self._lock = threading.RLock()
         self._app: msal.ClientApplication | None = None
+        self._managed: ManagedIdentityTokens | None = None
         self._access_token: str | None = None
         self._expires_at = 0.0
         self._lifetime = 0.0
@@ -152,8 +172,16 @@ class TokenProvider:
 
     @property
     def credential_kind(self) -> str:
-        """``client_secret``, ``certificate`` or ``none`` (a public client)."""
+        """``client_secret``, ``certificate``, ``federated_token``, ``managed_identity`` or
+        ``none`` (a public client)."""
         return self.settings.credential_kind
+
+    @property
+    def _who(self) -> str:
+        """Who the tokens are for, in log lines."""
+        if self.flow == FLOW_MANAGED_IDENTITY:
+            return self._get_managed().described
+        return f"client_id {self.client_id}"
 
     def __repr__(self) -> str:
         return (
@@ -216,9 +244,9 @@ class TokenProvider:
             self._scrub.add(token)
             source = result.get("token_source", "identity_provider")
             logger.info(
-                "Got an access token for %s (client_id %s, %s flow, from %s), valid for %d s",
+                "Got an access token for %s (%s, %s flow, from %s), valid for %d s",
                 self.resource,
-                self.client_id,
+                self._who,
                 self.flow,
                 "msal's cache" if source == "cache" else "Entra ID",
                 int(lifetime),
@@ -230,6 +258,10 @@ class TokenProvider:
         return self._expires_at - now >= margin
 
     def _acquire(self, force_refresh: bool) -> Mapping[str, Any]:
+        if self.flow == FLOW_MANAGED_IDENTITY:
+            managed = self._get_managed()
+            with self._store.transaction():
+                return managed.acquire(force_refresh)
         app = self._get_app()
         with self._store.transaction():
             try:
@@ -317,6 +349,13 @@ class TokenProvider:
             return None, set()
         return best[1], best[2]
 
+    def _get_managed(self) -> ManagedIdentityTokens:
+        if self._managed is None:
+            self._managed = ManagedIdentityTokens(
+                self.settings, self._store.cache, self._session, self._scrub
+            )
+        return self._managed
+
     def _get_app(self) -> msal.ClientApplication:
         if self._app is None:
             self._app = build_app(
@@ -329,9 +368,10 @@ def _check_client_credentials(settings: AuthSettings) -> None:
     """What the client-credentials flow needs: an app credential and a real tenant."""
     if not settings.confidential:
         raise ConfigError(
-            "No credential is set: set client_secret (or client_certificate_path) and "
-            "tenant_id for the client-credentials flow, or sign in with `tap-dynamics "
-            "login` for the delegated flow (README: Getting a refresh token)."
+            "No credential is set: set client_secret (or client_certificate_path, or "
+            "federated_token_file) and tenant_id for the client-credentials flow, set "
+            "managed_identity on an Azure resource with a managed identity, or sign in with "
+            "`tap-dynamics login` for the delegated flow (README: Getting a refresh token)."
         )
     if not settings.tenant_id:
         raise ConfigError(

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             window_seconds=args.window,
             max_concurrent=args.max_concurrent,
         )
+    assert emulator.identity is not None
     info = {
         "environment_url": emulator.url,
         "authority_host": emulator.authority_host,
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "client_id": emulator.client_id,
         "public_client_id": emulator.public_client_id,
         "ca_bundle": str(Path(emulator.ca_bundle).resolve()),
+        "identity_endpoint": emulator.identity.managed_identity_endpoint,
         "pid": os.getpid(),
         "rows": emulator.counts,
     }
@@ -135,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         sfile.write_text(emulator.client_secret)
         sfile.chmod(0o600)
         secret_note = f"(generated; in {sfile})"
+    # The managed identity endpoint's secret (IDENTITY_HEADER), handed over like the client secret.
+    hfile = workdir / "identity_header"
+    hfile.write_text(emulator.identity.managed_identity_header)
+    hfile.chmod(0o600)
     print(f"dynamics-emulator ready in {time.perf_counter() - started:.1f}s", flush=True)
     print(f"  environment_url  {emulator.url}")
     print(f"  authority_host   {emulator.authority_host}")
@@ -143,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  client_secret    {secret_note}")
     print(
         f"  CA bundle        {info['ca_bundle']}  (export REQUESTS_CA_BUNDLE={info['ca_bundle']})"
+    )
+    print(
+        f"  managed identity IDENTITY_ENDPOINT={emulator.identity.managed_identity_endpoint}  "
+        f"(IDENTITY_HEADER in {hfile})"
     )
     print(f"  rows             {sum(emulator.counts.values()):,} in {len(emulator.counts)} tables")
     print(f"  connection file  {conn}", flush=True)

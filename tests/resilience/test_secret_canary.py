@@ -3,7 +3,9 @@ secrets (nor any access or refresh token the emulator issued) in stdout, stderr,
 or the state.
 
 The delegated flow is exercised with a refresh token obtained from the emulator (as
-tests/integration/test_auth.py does) and through `tap-dynamics login --device-code`.
+tests/integration/test_auth.py does) and through `tap-dynamics login --device-code`; the secretless
+flows with a managed identity (whose endpoint secret, IDENTITY_HEADER, is a secret too) and with
+federated tokens (good, expired and not a JWT) in a token file.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dynamics_emulator.identity import ClientApp, ManagedIdentity
 from dynamics_emulator.server import Emulator
 from tests.integration.test_auth import first_refresh_token
+from tests.oidc_issuer import ExternalIssuer
 from tests.tapharness import discover, run_tap, select
 from tests.targetharness import messages_text, record_message, run_target
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TAP_DYNAMICS_LOGLEVEL": "DEBUG", "TARGET_DYNAMICS_LOGLEVEL": "DEBUG"}
+FED_CLIENT_ID = "3f9c7d5b-1e4a-4b6c-8d0f-0a2b4c6d8e0f"
+ISSUER = ExternalIssuer("https://oidc.prod-aks.azure.com/canary/cluster/")
+USER_MI = ManagedIdentity(
+    "4a0d8e6c-2f5b-4c7d-9e1a-1b3c5d7e9f1a", "5b1e9f7d-3a6c-4d8e-8f2b-2c4d6e8f0a2b"
+)
+NO_APP = {"client_id": None, "client_secret": None, "tenant_id": None}
 
 
 def _login_paths(
@@ -83,10 +93,17 @@ def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
     outputs: list[tuple[str, str]] = []  # (what, text)
     codes: dict[str, int] = {}
 
+    fed_token = ISSUER.token()
+    expired_fed_token = ISSUER.token(lifetime=-600)
+    workload_app = ClientApp(FED_CLIENT_ID, federated_credentials=(ISSUER.credential(),))
     with Emulator(
-        client_secret=secret, counts={"account": 30, "systemuser": 3, "transactioncurrency": 4}
+        client_secret=secret,
+        counts={"account": 30, "systemuser": 3, "transactioncurrency": 4},
+        extra_clients=(workload_app,),
     ) as emu:
         assert emu.identity is not None
+        emu.identity.register_managed_identity(USER_MI)
+        mi_env = emu.identity.managed_identity_environ()
         validate = emu.identity.validate_access_token
 
         def spy(token: str, resource: str | None = None) -> Any:
@@ -95,14 +112,14 @@ def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
 
         emu.identity.validate_access_token = spy  # type: ignore[method-assign]
 
-        def tap(name: str, **kw: Any) -> None:
-            run = run_tap(emu, tmp_path / name, env=DEBUG, **kw)
+        def tap(name: str, env: dict[str, str] | None = None, **kw: Any) -> None:
+            run = run_tap(emu, tmp_path / name, env={**DEBUG, **(env or {})}, **kw)
             codes[name] = run.returncode
             outputs.append((f"{name} stdout", run.stdout))
             outputs.append((f"{name} stderr", run.stderr))
 
-        def target(name: str, text: str, **kw: Any) -> None:
-            run = run_target(emu, tmp_path / name, text, env=DEBUG, **kw)
+        def target(name: str, text: str, env: dict[str, str] | None = None, **kw: Any) -> None:
+            run = run_target(emu, tmp_path / name, text, env={**DEBUG, **(env or {})}, **kw)
             codes[name] = run.returncode
             outputs.append((f"{name} stdout", run.stdout))
             outputs.append((f"{name} stderr", run.stderr))
@@ -132,6 +149,29 @@ def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
                 "token_cache_path": str(tmp_path / "tokens.json"),
             },
         )
+
+        mi = {**NO_APP, "managed_identity": True}
+        tap("managed-identity", catalog=catalog, config=mi, env=mi_env)
+        user_mi = {**mi, "managed_identity_client_id": USER_MI.client_id}
+        tap("managed-identity-user", catalog=catalog, config=user_mi, env=mi_env)
+        unassigned = {**mi, "managed_identity_client_id": str(uuid.uuid4())}
+        tap("managed-identity-unassigned", catalog=catalog, config=unassigned, env=mi_env)
+        wrong_header = {**mi_env, "IDENTITY_HEADER": "CANARY-WRONG-HEADER-" + uuid.uuid4().hex}
+        tap("managed-identity-wrong-header", catalog=catalog, config=mi, env=wrong_header)
+        token_files = {}
+        for name, value in (
+            ("federated", fed_token),
+            ("federated-expired", expired_fed_token),
+            ("federated-not-a-jwt", fake_rt),
+        ):
+            token_files[name] = tmp_path / f"{name}.token"
+            token_files[name].write_text(value)
+            workload = {"client_id": FED_CLIENT_ID, "client_secret": None}
+            tap(
+                name,
+                catalog=catalog,
+                config={**workload, "federated_token_file": str(token_files[name])},
+            )
 
         good: list[dict[str, Any]] = [
             {
@@ -163,6 +203,22 @@ def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
         target("target-sync", text, config={"max_failed_records": 10})
         target("target-bad-records", text)  # more failures than allowed: exits non-zero
         target("target-dry-run", text, config={"dry_run": True, "max_failed_records": 10})
+        target(
+            "target-federated",
+            text,
+            config={
+                "client_id": FED_CLIENT_ID,
+                "client_secret": None,
+                "max_failed_records": 10,
+            },
+            env={"AZURE_FEDERATED_TOKEN_FILE": str(token_files["federated"])},
+        )
+        target(
+            "target-managed-identity",
+            text,
+            config={**mi, "max_failed_records": 10},
+            env=mi_env,
+        )
         target("target-wrong-secret", text, config={"client_secret": wrong_secret})
         target("target-fake-refresh-token", text, config={"refresh_token": fake_rt})
         emu.service.settings.denied_tables["*"] = {"account"}  # type: ignore[union-attr]
@@ -188,6 +244,11 @@ def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
         "wrong client secret": wrong_secret,
         "fake refresh token": fake_rt,
         "real refresh token": real_rt,
+        "federated token": fed_token,
+        "expired federated token": expired_fed_token,
+        "federated token signature": fed_token.rsplit(".", 1)[-1],
+        "managed identity header": mi_env["IDENTITY_HEADER"],
+        "wrong managed identity header": wrong_header["IDENTITY_HEADER"],
         **{f"login refresh token {i}": rt for i, rt in enumerate(login_rts)},
     }
     assert len(tokens) >= 3, "the spy saw too few access tokens: the runs did not authenticate"
@@ -205,5 +266,7 @@ def test_no_secret_or_token_appears_anywhere(tmp_path: Path) -> None:
     # Each path really ran as intended: the successful ones succeeded, the failing ones failed.
     ok = {"about", "about-json", "discover", "sync", "sync-with-state", "delegated"}
     ok |= {"target-about", "target-sync", "target-dry-run", "login-public"}
+    ok |= {"managed-identity", "managed-identity-user", "federated"}
+    ok |= {"target-federated", "target-managed-identity"}
     assert {n for n, c in codes.items() if c == 0} == ok, codes
     assert any("DEBUG" in text for what, text in outputs if what.endswith("stderr"))

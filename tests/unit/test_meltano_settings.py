@@ -153,6 +153,8 @@ def test_sign_in_groups_cover_every_way(name: str) -> None:
     assert base | {"refresh_token"} in groups
     # Signed in with `login` into a token cache: no refresh_token setting is needed.
     assert base | {"token_cache_path"} in groups
+    assert base | {"federated_token_file", "tenant_id"} in groups
+    assert {"environment_url", "managed_identity"} in groups
     names = {s["name"] for s in _definition(name)["settings"]}
     assert set().union(*groups) <= names
 

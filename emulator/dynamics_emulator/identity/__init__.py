@@ -16,7 +16,11 @@ Served paths (``{t}`` is the tenant GUID, a configured tenant domain, ``organiza
   page where a human can approve a device code (``device``).
 * ``POST /{t}/oauth2/v2.0/token`` - grants ``client_credentials``, ``authorization_code``,
   ``refresh_token`` and ``urn:ietf:params:oauth:grant-type:device_code`` (``grants``; the tokens
-  themselves are made in ``minting``).
+  themselves are made in ``minting``); clients prove themselves with a secret, a certificate's
+  assertion or an external issuer's token matching a federated credential (``federation``).
+* ``GET  /msi/token`` - the managed identity endpoint in App Service's shape
+  (``IDENTITY_ENDPOINT`` / ``X-IDENTITY-HEADER``): tokens for the system-assigned identity and
+  the user-assigned ones registered (``managed``).
 
 State (clients, users, issued grants, counters) lives in ``state``; ``provider`` routes.
 
@@ -42,7 +46,8 @@ publicly) specified:
 Token-endpoint errors (HTTP 400 unless noted): 900144 missing parameter, 70003 unsupported
 grant, 90002 unknown tenant, 900561 not a POST, 700016 unknown client (``unauthorized_client``),
 401 ``invalid_client``: 7000215 wrong secret, 7000218 no credential, 700025 public client sent a
-credential, 700027/700021/700023/700024/50027 bad client assertion; ``invalid_grant``: 70000
+credential, 700027/700021/700023/700024/50027 bad client assertion, 700211/700213/70021/7000272
+bad federated assertion; ``invalid_grant``: 70000
 unknown/rotated/other-client grant, 70008 expired code, 54005 code reused, 501481 PKCE mismatch,
 500112 redirect_uri differs from the authorize request, 700082 refresh token expired, 50173
 revoked; ``invalid_client`` 50011 unregistered redirect_uri; ``invalid_scope``: 1002012 client
@@ -54,8 +59,12 @@ from .common import (
     GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE,
+    GRANT_MANAGED_IDENTITY,
     GRANT_REFRESH_TOKEN,
+    TOKEN_EXCHANGE_AUDIENCE,
     ClientApp,
+    FederatedCredential,
+    ManagedIdentity,
     TokenInfo,
     User,
 )
@@ -65,9 +74,13 @@ __all__ = [
     "GRANT_AUTHORIZATION_CODE",
     "GRANT_CLIENT_CREDENTIALS",
     "GRANT_DEVICE_CODE",
+    "GRANT_MANAGED_IDENTITY",
     "GRANT_REFRESH_TOKEN",
+    "TOKEN_EXCHANGE_AUDIENCE",
     "ClientApp",
+    "FederatedCredential",
     "IdentityProvider",
+    "ManagedIdentity",
     "TokenInfo",
     "User",
 ]

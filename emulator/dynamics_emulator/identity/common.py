@@ -13,11 +13,52 @@ GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a grant type name
 GRANT_DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+#: Not an OAuth grant: how tokens from the managed identity endpoint are counted.
+GRANT_MANAGED_IDENTITY = "managed_identity"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: The audience Entra ID expects in a federated (workload identity) token.
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"  # noqa: S105 - an audience
 OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 TENANT_ALIASES = frozenset({"organizations", "common"})
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    """A federated identity credential of an app registration (workload identity federation):
+    tokens from ``issuer`` about ``subject`` for one of ``audiences`` stand in for a secret.
+
+    Attributes:
+        issuer: the external issuer, compared exactly (as Entra ID does, case-sensitively).
+        subject: the ``sub`` the token must carry, compared exactly.
+        jwks: the issuer's signing keys as a JWKS document (``{"keys": [...]}``), what the real
+            service reads from the issuer's OpenID discovery document.
+        audiences: accepted ``aud`` values.
+        name: shown nowhere important.
+    """
+
+    issuer: str
+    subject: str
+    jwks: Mapping[str, Any] = field(repr=False)
+    audiences: tuple[str, ...] = (TOKEN_EXCHANGE_AUDIENCE,)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ManagedIdentity:
+    """A managed identity of the emulated Azure resource (system- or user-assigned).
+
+    Attributes:
+        client_id: its application (client) id, the ``appid`` of its tokens.
+        object_id: its service principal's object id (``oid``).
+        resource_id: its ARM resource id (user-assigned identities), for ``mi_res_id``.
+    """
+
+    client_id: str
+    object_id: str
+    resource_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +73,7 @@ class ClientApp:
         certificates: PEM certificates whose keys may sign a ``client_assertion``.
         display_name: shown nowhere important.
         app_roles: the ``roles`` put in app-only (client credentials) tokens.
+        federated_credentials: external tokens accepted as a ``client_assertion``.
     """
 
     client_id: str
@@ -40,10 +82,11 @@ class ClientApp:
     certificates: tuple[str, ...] = field(default=(), repr=False)
     display_name: str = ""
     app_roles: tuple[str, ...] = ()
+    federated_credentials: tuple[FederatedCredential, ...] = ()
 
     @property
     def is_public(self) -> bool:
-        return self.secret is None and not self.certificates
+        return self.secret is None and not self.certificates and not self.federated_credentials
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The token endpoint (``POST /{t}/oauth2/v2.0/token``): client authentication (secret, Basic,
-certificate assertion) and the grants ``client_credentials``, ``authorization_code``,
-``refresh_token`` (rotated strictly) and the device code."""
+certificate assertion, an external issuer's federated assertion: ``federation``) and the grants
+``client_credentials``, ``authorization_code``, ``refresh_token`` (rotated strictly) and the
+device code."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .common import (
     GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE,
     GRANT_REFRESH_TOKEN,
+    JWT_BEARER,
     AadError,
     ClientApp,
     ScopeError,
@@ -29,14 +31,17 @@ from .common import (
     redirect_mismatch,
     split_scope,
 )
+from .federation import verify_federated_assertion
 from .minting import Minting
-from .signing import read_client_assertion
+from .signing import (
+    check_assertion_lifetime,
+    parse_client_assertion,
+    verify_certificate_assertion,
+)
 
 _SUPPORTED_GRANTS = frozenset(
     {GRANT_CLIENT_CREDENTIALS, GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, GRANT_DEVICE_CODE}
 )
-_JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-_ASSERTION_SKEW = 300
 
 
 class TokenGrants(Minting):
@@ -107,7 +112,7 @@ class TokenGrants(Minting):
                 )
             return "0"
         if assertion:
-            if p.get("client_assertion_type") != _JWT_BEARER:
+            if p.get("client_assertion_type") != JWT_BEARER:
                 raise AadError(
                     400,
                     "invalid_request",
@@ -147,12 +152,21 @@ class TokenGrants(Minting):
     def _verify_assertion(
         self, client: ClientApp, tenant_seg: str, assertion: str, now: float
     ) -> None:
+        """A certificate assertion (signed by the app, ``iss`` = ``sub`` = its client id) or, for
+        an app with federated credentials, an external issuer's token (``federation``)."""
+
         def bad(code: int, description: str) -> AadError:
             return AadError(401, "invalid_client", code, description)
 
+        header, claims = parse_client_assertion(assertion)
+        if client.federated_credentials and claims.get("iss") != client.client_id:
+            verify_federated_assertion(
+                client, assertion, header, claims, now=now, timestamp=self._ts
+            )
+            return
         with self._lock:
             keys = list(self._cert_keys.get(client.client_id.lower(), []))
-        claims = read_client_assertion(assertion, keys)
+        verify_certificate_assertion(assertion, header, keys)
         if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
             raise bad(
                 700021,
@@ -162,17 +176,7 @@ class TokenGrants(Minting):
         aud_list = auds if isinstance(auds, list) else [auds]
         if not any(isinstance(a, str) and self._assertion_audience_ok(a) for a in aud_list):
             raise bad(700023, "Client assertion audience claim does not match Realm issuer.")
-        exp, nbf = claims.get("exp"), claims.get("nbf")
-        if (
-            not isinstance(exp, int | float)
-            or now > exp + _ASSERTION_SKEW
-            or (isinstance(nbf, int | float) and nbf > now + _ASSERTION_SKEW)
-        ):
-            raise bad(
-                700024,
-                f"Client assertion is not within its valid time range. Current time: "
-                f"{self._ts(now)}, expiry time of assertion {exp}.",
-            )
+        check_assertion_lifetime(claims, now, self._ts)
 
     def _assertion_audience_ok(self, aud: str) -> bool:
         if aud.rstrip("/") == self.issuer:

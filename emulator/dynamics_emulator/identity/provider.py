@@ -12,16 +12,18 @@ from .common import AadError, first_values
 from .device import DeviceFlow
 from .discovery import Discovery
 from .grants import TokenGrants
+from .managed import ManagedIdentityEndpoint
 
 logger = logging.getLogger(__name__)
 
 
-class IdentityProvider(Discovery, TokenGrants, Authorization, DeviceFlow):
+class IdentityProvider(Discovery, TokenGrants, Authorization, DeviceFlow, ManagedIdentityEndpoint):
     """An in-memory Entra ID tenant with clients, users and the tokens issued to them.
 
     Thread-safe: all state is guarded by one lock. Secrets and tokens are never logged.
 
-    Test hooks and counters: :meth:`approve_device_code`, :meth:`revoke_all_tokens`,
+    Test hooks and counters: :meth:`approve_device_code`, :meth:`register_managed_identity`,
+    :meth:`managed_identity_environ`, :meth:`revoke_all_tokens`,
     :meth:`expire_access_tokens`, :attr:`issued` (successful token responses per grant type),
     :attr:`issued_by_client` (per ``(client_id, grant_type)``) and :attr:`errors` (token and
     device-code endpoint errors per AADSTS code).
@@ -44,6 +46,8 @@ class IdentityProvider(Discovery, TokenGrants, Authorization, DeviceFlow):
         correlation_id = self._correlation_id(headers)
         if endpoint == "devicelogin":
             return self._device_login(method, first_values(query) | first_values(form))
+        if endpoint == "msi":
+            return self._managed_identity_token(method, first_values(query), headers)
         tenant_known = self._resolve_tenant(tenant_seg)
         if endpoint in ("discovery", "keys"):
             if method not in ("GET", "HEAD"):
@@ -92,6 +96,8 @@ class IdentityProvider(Discovery, TokenGrants, Authorization, DeviceFlow):
         parts = [p for p in path.split("/") if p]
         if parts == ["devicelogin"]:
             return "", "devicelogin"
+        if [p.lower() for p in parts] == ["msi", "token"]:
+            return "", "msi"
         if len(parts) != 4:
             return None
         tenant, rest = parts[0], [p.lower() for p in parts[1:]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .common import AadError, b64d, b64e
 
 ASSERTION_ALGORITHMS = ("RS256", "PS256")
-# Only the signature: the claims of an assertion are checked by the token endpoint, each with its
-# own AADSTS code and against the provider's clock (PyJWT would read the wall clock).
-_SIGNATURE_ONLY: jwt.types.Options = {
+#: Clock skew allowed either way on an assertion's ``exp`` and ``nbf``.
+ASSERTION_SKEW = 300
+#: Only the signature: the claims of an assertion are checked by the token endpoint, each with its
+#: own AADSTS code and against the provider's clock (PyJWT would read the wall clock).
+SIGNATURE_ONLY: jwt.types.Options = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,
@@ -106,21 +108,34 @@ def _bad(code: int, description: str) -> AadError:
     return AadError(401, "invalid_client", code, description)
 
 
-def read_client_assertion(assertion: str, keys: Sequence[CertKey]) -> dict[str, Any]:
-    """The claims of a client assertion whose signature one of ``keys`` verifies.
+def parse_client_assertion(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims of a client assertion, its signature not yet checked.
 
-    Raises AadError: 50027 malformed, 5002738 unsupported algorithm, 700027 certificate not
-    registered or signature invalid. The claims themselves are not checked here.
+    Raises AadError: 50027 malformed, 5002738 unsupported algorithm.
     """
     try:
-        # Parsed first without the key: which certificate signed it is in the header.
         unverified = jwt.decode_complete(assertion, options={"verify_signature": False})
     except jwt.InvalidTokenError:
-        raise _bad(50027, "JWT token is invalid or malformed.") from None
+        raise invalid_jwt() from None
     header, claims = unverified["header"], unverified["payload"]
     alg = header.get("alg")
     if alg not in ASSERTION_ALGORITHMS:
         raise _bad(5002738, f"Invalid JWT token. '{alg}' is not a supported signature algorithm.")
+    return header, claims
+
+
+def invalid_jwt() -> AadError:
+    return _bad(50027, "JWT token is invalid or malformed.")
+
+
+def verify_certificate_assertion(
+    assertion: str, header: dict[str, Any], keys: Sequence[CertKey]
+) -> None:
+    """Check that one of the app's registered certificates (``keys``) signed the assertion; the
+    certificate is named by the ``x5t#S256`` or ``x5t`` header.
+
+    Raises AadError: 700027 certificate not registered or signature invalid.
+    """
     key: rsa.RSAPublicKey | None = None
     try:
         if isinstance(header.get("x5t#S256"), str):
@@ -138,7 +153,30 @@ def read_client_assertion(assertion: str, keys: Sequence[CertKey]) -> dict[str, 
             "registered on application.",
         )
     try:
-        jwt.decode(assertion, key, algorithms=list(ASSERTION_ALGORITHMS), options=_SIGNATURE_ONLY)
+        jwt.decode(assertion, key, algorithms=list(ASSERTION_ALGORITHMS), options=SIGNATURE_ONLY)
     except jwt.InvalidTokenError:
         raise _bad(700027, "Client assertion failed signature validation.") from None
-    return claims
+
+
+def check_assertion_lifetime(
+    claims: dict[str, Any], now: float, timestamp: Callable[[float], str]
+) -> None:
+    """``exp`` (required) and ``nbf`` hold at ``now``, give or take :data:`ASSERTION_SKEW`.
+
+    Raises AadError: 700024 (``timestamp`` formats the times in its description).
+    """
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    if (
+        isinstance(exp, int | float)
+        and now <= exp + ASSERTION_SKEW
+        and not (isinstance(nbf, int | float) and nbf > now + ASSERTION_SKEW)
+    ):
+        return
+    start = nbf if isinstance(nbf, int | float) else claims.get("iat")
+    valid_from = timestamp(start) if isinstance(start, int | float) else "unknown"
+    expiry = timestamp(exp) if isinstance(exp, int | float) else "unknown"
+    raise _bad(
+        700024,
+        f"Client assertion is not within its valid time range. Current time: {timestamp(now)}, "
+        f"assertion valid from {valid_from}, expiry time of assertion {expiry}.",
+    )

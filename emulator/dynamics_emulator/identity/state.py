@@ -9,6 +9,7 @@ with ``minting`` beneath them); ``provider.IdentityProvider`` puts them together
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -33,12 +34,14 @@ from .common import (
     AuthCode,
     ClientApp,
     DeviceCode,
+    ManagedIdentity,
     RefreshRecord,
     TokenInfo,
     User,
     header_value,
     norm_resource,
 )
+from .federation import issuer_keys
 from .signing import CertKey, Signer, certificate_keys, default_signing_key
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class ProviderState:
         default_user: str | None = None,
         clock: Callable[[], float] = time.time,
         signing_key: rsa.RSAPrivateKey | None = None,
+        managed_identities: tuple[ManagedIdentity, ...] = (),
     ) -> None:
         parts = urlsplit(base_url)
         self.base_url = base_url.rstrip("/")
@@ -90,10 +94,21 @@ class ProviderState:
         self.issued: Counter[str] = Counter()
         self.issued_by_client: Counter[tuple[str, str]] = Counter()
         self.errors: Counter[int] = Counter()
+        #: The secret a caller of the managed identity endpoint must send as X-IDENTITY-HEADER
+        #: (the platform's ``IDENTITY_HEADER``).
+        self.managed_identity_header = secrets.token_urlsafe(24)
+        #: The emulated Azure resource's system-assigned identity (ids derived from the tenant).
+        self.system_assigned_identity = ManagedIdentity(
+            client_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"mi-client:{tenant_id}")),
+            object_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"mi-object:{tenant_id}")),
+        )
+        self._user_assigned: list[ManagedIdentity] = []
         for client in clients:
             self.register_client(client)
         for user in users:
             self.register_user(user)
+        for identity in managed_identities:
+            self.register_managed_identity(identity)
 
     # ------------------------------------------------------------------ configuration
 
@@ -107,11 +122,38 @@ class ProviderState:
         """The v2 issuer (id tokens; discovery for the tenant GUID)."""
         return f"{self.base_url}/{self.tenant_id}/v2.0"
 
+    @property
+    def managed_identity_endpoint(self) -> str:
+        """The managed identity endpoint (App Service style): what ``IDENTITY_ENDPOINT`` names."""
+        return f"{self.base_url}/msi/token"
+
+    def managed_identity_environ(self) -> dict[str, str]:
+        """``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` as the platform sets them; msal's
+        managed identity client then asks this emulator."""
+        return {
+            "IDENTITY_ENDPOINT": self.managed_identity_endpoint,
+            "IDENTITY_HEADER": self.managed_identity_header,
+        }
+
     def register_client(self, client: ClientApp) -> None:
+        """Add or replace an app registration.
+
+        Raises:
+            ValueError: a certificate is not RSA, or a federated credential's JWKS has no key.
+        """
         keys = certificate_keys(client.certificates)
+        issuer_keys(client.federated_credentials)
         with self._lock:
             self._clients[client.client_id.lower()] = client
             self._cert_keys[client.client_id.lower()] = keys
+
+    def register_managed_identity(self, identity: ManagedIdentity) -> None:
+        """Assign a user-assigned identity to the emulated resource (replacing one with the same
+        client id)."""
+        with self._lock:
+            self._user_assigned = [
+                i for i in self._user_assigned if i.client_id.lower() != identity.client_id.lower()
+            ] + [identity]
 
     def register_user(self, user: User) -> None:
         with self._lock:
