@@ -35,7 +35,7 @@ test-long: $(STAMP)
 # The first `make demo` sets up .venv with pip's output showing (a quiet install would leave the
 # user looking at silence for minutes); scripts/demo.py then says what each step does.
 demo:
-	@test -f $(STAMP) || echo "First run: setting up .venv takes about 1-3 minutes (measured: 70 s with a warm pip cache on 2 cores), then Meltano installs the plugins (about 30 s)."
+	@test -f $(STAMP) || echo "First run: setting up .venv, about 1-2 minutes (65 s measured on 2 cores with no pip cache and a nearby package index; longer on a slow network), then Meltano installs its plugins (10-30 s)."
 	@$(MAKE) --no-print-directory $(STAMP) PIP_QUIET=
 	$(BIN)/python scripts/demo.py
 

@@ -41,7 +41,7 @@ TABLES = {
 #: Longest silence while a step works: then a "still working" line.
 HEARTBEAT_SECONDS = 5.0
 #: `meltano install` of the four plugins, measured on a 2-core machine (see CHANGELOG.md).
-FIRST_SETUP = "about 30 s the first time, under 10 s later"
+FIRST_SETUP = "10-30 s the first time, under 10 s later"
 
 ENRICHMENT = ROOT / "data" / "enrichment" / "accounts.jsonl"
 SHOW = ("name", "industrycode", "numberofemployees", "revenue", "creditlimit")

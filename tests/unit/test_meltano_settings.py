@@ -247,3 +247,17 @@ def test_target_about_lists_only_what_it_honours() -> None:
 )
 def test_kind_of(prop: dict[str, Any], kind: str) -> None:
     assert gen.kind_of(prop) == kind
+
+
+def test_readme_adds_the_plugins_from_their_definition_files() -> None:
+    """The README's `meltano add` lines name the definition files (published and local)."""
+    readme = (ROOT / "README.md").read_text()
+    repo = gen.project_urls()["Repository"].rstrip("/")
+    raw = repo.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+    for name, kind in PLUGINS.items():
+        path = f"plugins/{kind}/{name}--{_definition(name)['variant']}.yml"
+        assert (ROOT / path).exists()
+        assert f"meltano add {name} --from-ref {raw}{path}\n" in readme
+        assert f"meltano add {name} --from-ref {Path(path).name}\n" in readme
+    assert f"pip_url: {_definition('tap-dynamics')['pip_url']}" in readme
+    assert "<you>" not in readme
