@@ -60,8 +60,11 @@ class BatchWriter:
         settings: WriterSettings,
         report: RunReport,
         dead_letters: DeadLetters,
+        on_batch: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
+        #: Called after each $batch answer is accounted for (the progress lines).
+        self._on_batch = on_batch
         self.settings = settings
         self.report = report
         self.dead_letters = dead_letters
@@ -235,6 +238,8 @@ class BatchWriter:
                 self.report.add(stream, rejected=1)
                 self.dead_letter(plan, record, status or None, code, message, key, kind)
             self._count_done(plan, done, on_done)
+            if self._on_batch is not None:
+                self._on_batch()
             pending = retry
             if pending:
                 self.report.add(stream, retried=len(pending))
