@@ -104,6 +104,15 @@ class TapDynamics(SentenceConfigErrors, Tap):
             title="Page size",
             description="Rows per page (`Prefer: odata.maxpagesize`), at most 5000.",
         ),
+        th.Property(
+            "max_parallel_requests",
+            th.IntegerType(minimum=1, maximum=52),
+            title="Parallel requests",
+            description="Most requests in flight while one table is read in windows side by "
+            "side. Default: the service's recommendation (`x-ms-dop-hint`), at most 16; the "
+            "lower of the two is used. 1 reads every table as one chain of pages. The service's "
+            "limits are per user: several runs as the same application user share them.",
+        ),
         *METADATA_SETTINGS,
         *PROGRESS_SETTINGS,
     ).to_dict()
@@ -117,7 +126,10 @@ class TapDynamics(SentenceConfigErrors, Tap):
         if self._client is None:
             # The SDK only warns about missing required settings in --discover mode; the factory
             # says which are missing in one sentence.
-            self._client = client_from_config(self.config, plugin=self.name)
+            setting = int(self.config.get("max_parallel_requests") or 0)
+            self._client = client_from_config(
+                self.config, plugin=self.name, max_connections=max(16, setting + 2)
+            )
         return self._client
 
     def stream_names(self) -> tuple[list[str], list[str]]:

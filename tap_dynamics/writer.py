@@ -41,6 +41,11 @@ class FastWriter(GenericSingerWriter[bytes, Message]):
     def serialize_message(self, message: Message) -> bytes:
         return dumps(message.to_dict()) + b"\n"
 
+    def write_lines(self, data: bytes) -> None:
+        """Write already serialised lines (RECORD messages of a page), in order with the
+        messages written before and after them."""
+        sys.stdout.buffer.write(data)
+
     def write_message(self, message: Message) -> None:
         out = sys.stdout.buffer
         out.write(self.serialize_message(message))

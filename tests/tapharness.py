@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynamics_emulator.server import Emulator
+from dynamics_emulator.server import Emulator, LogEntry
 
 ROOT = Path(__file__).resolve().parents[1]
 TAP = [sys.executable, "-m", "tap_dynamics"]
@@ -69,6 +69,12 @@ def run_tap(
     if "--discover" not in cmd and "--about" not in cmd:
         messages = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
+
+
+def page_requests(entries: list[LogEntry]) -> list[LogEntry]:
+    """The requests for pages of rows (they carry ``Prefer: odata.maxpagesize``), without the
+    planner's probes (``$count``, ``$top``) of a read in windows."""
+    return [e for e in entries if "odata.maxpagesize" in e.headers.get("prefer", "")]
 
 
 def discover(emulator: Emulator, tmp: Path, **config: Any) -> dict[str, Any]:

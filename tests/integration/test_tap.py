@@ -13,7 +13,7 @@ import pytest
 from dynamics_emulator.faults import Fault
 from dynamics_emulator.server import Emulator
 from tap_dynamics.streams import STANDARD_STREAMS
-from tests.tapharness import discover, run_tap, select
+from tests.tapharness import discover, page_requests, run_tap, select
 
 FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
 
@@ -105,7 +105,8 @@ def test_select_only_selected_columns_and_prefer_every_page(
     run = run_tap(
         fresh_emulator,
         tmp_path,
-        config={"page_size": 120},
+        # One chain of pages (windows side by side: tests/integration/test_parallel_read.py).
+        config={"page_size": 120, "max_parallel_requests": 1},
         catalog=select(cat, ["account"], {"account": ["accountid", "name", "modifiedon"]}),
     )
     assert run.returncode == 0, run.stderr[-2000:]
@@ -288,5 +289,5 @@ def test_delegated_flow_runs_twice_on_a_rotating_refresh_token(
         assert len(run.records("team")) == emu.counts["team"]
         assert refresh not in run.stderr
     assert (cache.stat().st_mode & 0o777) == 0o600
-    calls = emu.requests("/api/data/v9.2/teams")
+    calls = page_requests(emu.requests("/api/data/v9.2/teams"))
     assert len(calls) == 2

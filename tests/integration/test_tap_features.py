@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dynamics_emulator.server import Emulator
 from tests.fixtures import CRM_SCHEMA, needs_fixtures
-from tests.tapharness import discover, run_tap, select
+from tests.tapharness import discover, page_requests, run_tap, select
 
 FMT = {"include_formatted_values": True}
 
@@ -38,7 +38,7 @@ def test_formatted_value_columns_on_every_page(fresh_emulator: Emulator, tmp_pat
         "contact",
     }
     assert all("@" not in k for r in rows for k in r)
-    pages = emu.requests("/api/data/v9.2/incidents")
+    pages = page_requests(emu.requests("/api/data/v9.2/incidents"))
     assert len(pages) > 1
     assert all("odata.include-annotations" in p.headers["prefer"] for p in pages)
 

@@ -1,0 +1,334 @@
+"""Reading windows side by side, and handing their pages over in order.
+
+:class:`Reader` runs a fixed set of worker threads. Each window is read by its own
+``@odata.nextLink`` chain (the links are followed as given, one request at a time per chain);
+workers always take the earliest window that has a request to make, so pages arrive roughly in
+the order they are handed over. :meth:`Reader.pages` yields every page of window 0, then of
+window 1, and so on: records leave in the windows' order, whatever the order the answers came in.
+
+Bounds:
+
+- at most ``limit`` requests are in flight (the planner's probes included), where ``limit``
+  starts at the ceiling (``min(x-ms-dop-hint, max_parallel_requests)``), halves when the service
+  throttles (the client counts the 429s it waited for; the wait itself is the client's, exactly
+  the ``Retry-After`` given, and holds every request of the client) and grows back by one after
+  as many answers as the limit without throttling;
+- at most ``ceiling + PREFETCH`` pages are held at once (in flight or waiting to be handed over,
+  as bytes); only the window being handed over may go past it, so the reader never stalls.
+
+Windows come from an iterator (the planner) that may itself make requests (probes): it runs in
+its own thread, and its requests take a slot before any page request waiting for one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import typing as t
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+__all__ = ["PREFETCH", "Gate", "Job", "Reader", "Stopped", "chain"]
+
+#: Pages held beyond one per request in flight.
+PREFETCH = 2
+
+#: ``fetch(url, params) -> (body, next link)``: one page of a chain.
+Fetch = Callable[[str, str | None], tuple[bytes, str | None]]
+
+
+class Stopped(Exception):  # noqa: N818 - a signal, not an error
+    """The reader was stopped (an error elsewhere, or the consumer went away)."""
+
+
+@dataclass
+class Job:
+    """One window's chain: the first request, then the next links, and its pages so far."""
+
+    url: str | None
+    params: str | None
+    label: object = None
+    in_flight: bool = False
+    pages: deque[bytes] = field(default_factory=deque)
+    requests: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.url is None and not self.in_flight
+
+
+class Gate:
+    """How many requests may be in flight: additive increase, multiplicative decrease.
+
+    ``throttled()`` returns the client's count of waits caused by a 429 so far; a request during
+    which it grew was throttled (or ran while another one was).
+    """
+
+    def __init__(self, ceiling: int, throttled: Callable[[], int]) -> None:
+        if ceiling < 1:
+            raise ValueError("ceiling must be >= 1")
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.lowest = ceiling
+        self._throttled = throttled
+        self._seen = throttled()
+        self._good = 0
+        self.decreases = 0
+
+    def start(self) -> int:
+        """Mark a request as started; returns what :meth:`done` needs."""
+        return self._throttled()
+
+    def done(self, started_with: int) -> None:
+        """A request ended: lower the limit if the service throttled since it started (once per
+        episode), raise it by one after ``limit`` answers without throttling."""
+        now = self._throttled()
+        if now > self._seen and started_with >= self._seen:
+            # Throttled: the first request to notice halves the limit; requests that started
+            # before that halving do not halve it again.
+            self._seen = now
+            self.limit = max(1, self.limit // 2)
+            self.lowest = min(self.lowest, self.limit)
+            self.decreases += 1
+            self._good = 0
+            return
+        if now > self._seen:
+            self._seen = now
+            return
+        self._good += 1
+        if self._good >= self.limit and self.limit < self.ceiling:
+            self.limit += 1
+            self._good = 0
+
+
+class Reader:
+    """Read jobs side by side; hand their pages over in the jobs' order.
+
+    Args:
+        jobs: the windows' first requests, in order (may block: it runs in its own thread).
+        fetch: one page of a chain.
+        gate: the concurrency limit.
+        name: for thread names.
+    """
+
+    def __init__(self, jobs: Iterable[Job], fetch: Fetch, gate: Gate, *, name: str) -> None:
+        self._source = jobs
+        self._fetch = fetch
+        self.gate = gate
+        self._name = name
+        self._cond = threading.Condition()
+        self._jobs: list[Job] = []
+        self._planned = False  # the job source is exhausted
+        self._head = 0  # the job being handed over
+        self._in_flight = 0
+        self._held = 0  # pages in flight or waiting
+        self._probes_waiting = 0
+        self._stop = False
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self.peak_in_flight = 0
+        self.page_requests = 0
+        self.capacity = gate.ceiling + PREFETCH
+
+    @property
+    def jobs_seen(self) -> int:
+        """Windows planned so far."""
+        return len(self._jobs)
+
+    # -- the planner's requests -------------------------------------------------------------
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """A request slot for the planner (before any page request waiting for one)."""
+        with self._cond:
+            self._probes_waiting += 1
+            try:
+                while not self._stop and self._in_flight >= self.gate.limit:
+                    self._cond.wait()
+            finally:
+                self._probes_waiting -= 1
+            if self._stop:
+                raise Stopped
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            started = self.gate.start()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self.gate.done(started)
+                self._cond.notify_all()
+
+    # -- threads ----------------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        try:
+            for job in self._source:
+                with self._cond:
+                    if self._stop:
+                        return
+                    self._jobs.append(job)
+                    self._cond.notify_all()
+        except Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._fail(exc)
+        finally:
+            with self._cond:
+                self._planned = True
+                self._cond.notify_all()
+
+    def _pick(self) -> Job | None:
+        """The earliest job with a request to make, if a request may start now (lock held)."""
+        if self._probes_waiting or self._in_flight >= self.gate.limit:
+            return None
+        for i in range(self._head, len(self._jobs)):
+            job = self._jobs[i]
+            if job.url is None or job.in_flight:
+                continue
+            if i == self._head or self._held < self.capacity:
+                return job
+            return None  # later jobs would only hold more pages
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = self._pick()
+                while job is None and not self._stop:
+                    self._cond.wait()
+                    job = self._pick()
+                if self._stop:
+                    return
+                assert job is not None and job.url is not None
+                job.in_flight = True
+                self._in_flight += 1
+                self._held += 1
+                self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+                url, params = job.url, job.params
+                started = self.gate.start()
+            try:
+                body, nxt = self._fetch(url, params)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                with self._cond:
+                    self._in_flight -= 1
+                    self._held -= 1
+                    job.in_flight = False
+                self._fail(exc)
+                return
+            with self._cond:
+                self._in_flight -= 1
+                self.gate.done(started)
+                job.pages.append(body)
+                job.requests += 1
+                self.page_requests += 1
+                job.url, job.params = nxt, None  # the next link is used as given
+                job.in_flight = False
+                self._cond.notify_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._stop = True
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        planner = threading.Thread(target=self._plan, name=f"plan-{self._name}", daemon=True)
+        self._threads.append(planner)
+        for i in range(self.gate.ceiling):
+            self._threads.append(
+                threading.Thread(target=self._work, name=f"fetch-{self._name}-{i}", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        """Stop the threads (requests in flight are let finish) and wait for them."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+
+    # -- the consumer -------------------------------------------------------------------------
+
+    def pages(self) -> Iterator[tuple[object, bytes]]:
+        """``(job label, page body)`` in the jobs' order; raises what a request raised."""
+        self.start()
+        try:
+            while True:
+                with self._cond:
+                    while True:
+                        if self._error is not None:
+                            raise self._error
+                        if self._head < len(self._jobs):
+                            job = self._jobs[self._head]
+                            if job.pages:
+                                body = job.pages.popleft()
+                                self._held -= 1
+                                self._cond.notify_all()
+                                break
+                            if job.finished:
+                                self._jobs[self._head] = Job(None, None, job.label)  # let go
+                                self._head += 1
+                                self._cond.notify_all()
+                                continue
+                        elif self._planned:
+                            return
+                        self._cond.wait()
+                yield job.label, body
+        finally:
+            self.close()
+
+
+def chain(
+    fetch: Callable[[str, str | None], tuple[bytes, str | None, str | None]],
+    url: str,
+    params: str | None,
+    *,
+    name: str,
+    prefetch: int = PREFETCH,
+) -> Iterator[tuple[bytes, str | None]]:
+    """One ``@odata.nextLink`` chain, one request at a time: ``(body, delta link)`` per page.
+
+    The next request leaves as soon as the page's links are read (a thread fetches while the
+    caller works on the pages before it, at most ``prefetch`` pages ahead).
+    """
+    results: queue.Queue[tuple[str, t.Any]] = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def producer() -> None:
+        nxt: str | None = url
+        p = params
+        try:
+            while nxt and not stop.is_set():
+                body, nxt, delta = fetch(nxt, p)
+                results.put(("page", (body, delta)))
+                p = None  # the next link is used as given
+            results.put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+            results.put(("error", exc))
+
+    worker = threading.Thread(target=producer, name=f"fetch-{name}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = results.get()
+            if kind == "page":
+                yield item
+            elif kind == "done":
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+        # Unblock a producer waiting on a full queue, then let it finish.
+        while worker.is_alive():
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)

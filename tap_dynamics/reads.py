@@ -1,0 +1,199 @@
+"""How a stream's pages are read: one ``@odata.nextLink`` chain, or windows side by side.
+
+A stream reads side by side when it has an ordered column to split on (``modifiedon`` for an
+incremental stream, ``createdon`` for a full-table one), the service recommends more than one
+request at a time (``x-ms-dop-hint``, capped by ``max_parallel_requests``) and the rows to read
+are more than a page. The first ``$count`` answers the last two questions in one small request;
+otherwise the stream reads one chain, exactly as it always did. Change tracking always reads one
+chain (the delta link belongs to it).
+
+The planner (:mod:`tap_dynamics.windows`) walks the range with probes while the reader
+(:mod:`tap_dynamics.parallel`) already reads the first windows; pages come out in window order.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import orjson
+
+from dynamics_api.http import DataverseClient
+from dynamics_api.odata import build_query
+from tap_dynamics.parallel import Gate, Job, Reader
+from tap_dynamics.windows import COUNT_CAP, SECOND_COLUMN, Window, epoch, literal, plan
+
+__all__ = ["DEFAULT_CEILING", "HttpProbes", "ReadPlan", "choose", "split_column"]
+
+#: Requests in flight when ``max_parallel_requests`` is not set and the service's hint is
+#: higher: every request in flight holds a page (up to tens of MB) in memory.
+DEFAULT_CEILING = 16
+DOP_HINT = "x-ms-dop-hint"
+
+
+def split_column(replication_key: str | None, properties: Mapping[str, t.Any]) -> str | None:
+    """The column to split a read on: the replication key (``modifiedon``), or for a
+    full-table stream ``createdon`` when the table has it; None: read one chain."""
+    if replication_key:
+        return replication_key if replication_key in ("modifiedon", SECOND_COLUMN) else None
+    return SECOND_COLUMN if SECOND_COLUMN in properties else None
+
+
+def dop_hint(headers: Mapping[str, str]) -> int | None:
+    """The service's recommended degree of parallelism, when it sent a usable one."""
+    value = headers.get(DOP_HINT)
+    try:
+        hint = int(str(value).strip()) if value is not None else None
+    except ValueError:
+        return None
+    return hint if hint is not None and hint >= 1 else None
+
+
+class HttpProbes:
+    """The planner's questions as Web API requests (no ``Prefer`` page size, so ``$top``
+    holds), each taking a request slot from ``slot``.
+
+    Attributes:
+        hint: the last ``x-ms-dop-hint`` the service sent (None before any answer).
+        requests: probes sent.
+    """
+
+    def __init__(self, client: DataverseClient, entity_set: str, key: str, entity: str) -> None:
+        self.client = client
+        self.entity_set = entity_set
+        self.key = key
+        self.entity = entity
+        self.hint: int | None = None
+        self.requests = 0
+        self.slot: Callable[[], AbstractContextManager[None]] = nullcontext
+
+    def _get(self, query: str) -> dict[str, t.Any]:
+        with self.slot():
+            response = self.client.request("GET", self.entity_set, params=query, entity=self.entity)
+        self.requests += 1
+        self.hint = dop_hint(response.headers) or self.hint
+        body: dict[str, t.Any] = orjson.loads(response.content)
+        return body
+
+    def count(self, flt: str) -> int:
+        body = self._get(build_query(select=[self.key], filter=flt or None, top=1, count=True))
+        return min(int(body.get("@odata.count", 0)), COUNT_CAP)
+
+    def edge(self, column: str, flt: str | None, *, last: bool) -> str | None:
+        where = " and ".join(p for p in (flt, f"{column} ne null") if p)
+        order = f"{column} {'desc' if last else 'asc'}"
+        rows = self._get(build_query(select=[column], filter=where, orderby=order, top=1))
+        values = rows.get("value") or []
+        return str(values[0][column]) if values and values[0].get(column) else None
+
+    def values(self, column: str, flt: str, k: int) -> list[str]:
+        order = f"{column} asc,{self.key} asc"
+        query = build_query(select=[column], filter=flt, orderby=order, top=max(1, k))
+        return [str(r[column]) for r in self._get(query).get("value") or [] if r.get(column)]
+
+
+@dataclass
+class ReadPlan:
+    """What :func:`choose` decided for one stream read."""
+
+    parallel: bool
+    reason: str
+    ceiling: int = 1
+    column: str | None = None
+    rows_at_least: int | None = None
+
+
+def choose(
+    probes: HttpProbes,
+    *,
+    column: str | None,
+    start: str | None,
+    page: int,
+    max_parallel: int | None,
+) -> ReadPlan:
+    """Read one chain or windows side by side (one ``$count`` probe decides, unless settings or
+    the table already do)."""
+    if column is None:
+        return ReadPlan(False, "the table has no column to split on")
+    if max_parallel == 1:
+        return ReadPlan(False, "max_parallel_requests is 1")
+    flt = f"{column} ge {literal(epoch(start))}" if start else ""
+    rows = probes.count(flt)
+    hint = probes.hint
+    if hint is None and max_parallel is None:
+        return ReadPlan(False, "the service sent no x-ms-dop-hint", rows_at_least=rows)
+    ceiling = min(hint or max_parallel or 1, max_parallel or DEFAULT_CEILING)
+    if ceiling <= 1:
+        return ReadPlan(False, "the service recommends one request at a time", rows_at_least=rows)
+    if rows < page:
+        return ReadPlan(False, "the rows to read fit in one page", ceiling, column, rows)
+    return ReadPlan(True, f"up to {ceiling} requests at a time", ceiling, column, rows)
+
+
+def window_jobs(
+    probes: HttpProbes,
+    windows: Iterator[Window],
+    *,
+    select: str,
+    keys: t.Sequence[str],
+) -> Iterator[Job]:
+    """A reader job per window: its first request, ``$select`` and order included."""
+    for window in windows:
+        query = build_query(
+            select=select, filter=window.filter() or None, orderby=window.orderby(keys)
+        )
+        yield Job(probes.entity_set, query, label=window)
+
+
+def parallel_bodies(
+    probes: HttpProbes,
+    decided: ReadPlan,
+    *,
+    start: str | None,
+    page: int,
+    expected_rows: int | None,
+    select: str,
+    keys: t.Sequence[str],
+    fetch: Callable[[str, str | None], tuple[bytes, str | None]],
+    name: str,
+    stats: Callable[[], int],
+    report: Callable[[Reader, HttpProbes], None],
+) -> Iterator[bytes]:
+    """The bodies of the pages of every window, in window order."""
+    assert decided.column is not None
+    column = decided.column
+    lo = epoch(start) if start else None
+    if lo is None:
+        first = probes.edge(column, None, last=False)
+        lo = epoch(first) if first else None
+    last = probes.edge(column, f"{column} ge {literal(lo)}" if lo is not None else None, last=True)
+    if lo is None or last is None:  # nothing (left) to plan over: one open window
+        windows: Iterator[Window] = iter(
+            [Window(column, lo if start else None, None, with_nulls=not start)]
+        )
+    else:
+        windows = plan(
+            probes,
+            column,
+            base=None,
+            lo=lo,
+            hi=max(lo, epoch(last)) + 1,
+            page=page,
+            expected_rows=expected_rows,
+            from_start=start is None,
+        )
+    reader = Reader(
+        window_jobs(probes, windows, select=select, keys=keys),
+        fetch,
+        Gate(decided.ceiling, stats),
+        name=name,
+    )
+    probes.slot = reader.slot
+    try:
+        for _, body in reader.pages():
+            yield body
+    finally:
+        probes.slot = nullcontext
+        report(reader, probes)
