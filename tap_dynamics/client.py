@@ -333,10 +333,11 @@ class DynamicsStream(Stream):
     def _report_windows(self, reader: Reader, probes: HttpProbes) -> None:
         windows = reader.jobs_seen
         self.logger.info(
-            "Read '%s' in %d windows: %d page requests and %d probes, at most %d in flight; "
-            "the limit was %d (lowest %d after %d throttled periods).",
+            "Read '%s' in %d windows (planned in %.1f s): %d page requests and %d probes, at "
+            "most %d in flight; the limit was %d (lowest %d after %d throttled periods).",
             self.name,
             windows,
+            reader.planning_seconds,
             reader.page_requests,
             probes.requests,
             reader.peak_in_flight,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import typing as t
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -107,22 +108,29 @@ class Reader:
     """Read jobs side by side; hand their pages over in the jobs' order.
 
     Args:
-        jobs: the windows' first requests, in order (may block: it runs in its own thread).
+        sources: the windows' first requests, in order: the jobs of the first source, then of
+            the second, and so on. Each source runs in its own thread (a source may block: the
+            planner walks its part of the table with probes), so later parts are planned, and
+            read, while earlier ones still are.
         fetch: one page of a chain.
         gate: the concurrency limit.
         name: for thread names.
     """
 
-    def __init__(self, jobs: Iterable[Job], fetch: Fetch, gate: Gate, *, name: str) -> None:
-        self._source = jobs
+    def __init__(
+        self, sources: t.Sequence[Iterable[Job]], fetch: Fetch, gate: Gate, *, name: str
+    ) -> None:
+        self._sources = list(sources)
         self._fetch = fetch
         self.gate = gate
         self._name = name
         self._cond = threading.Condition()
-        self._jobs: list[Job] = []
-        self._planned = False  # the job source is exhausted
-        self._head = 0  # the job being handed over
+        self._parts: list[list[Job]] = [[] for _ in self._sources]
+        self._planned = [False] * len(self._sources)  # each source is exhausted
+        self._part = 0  # the part being handed over
+        self._head = 0  # its job being handed over
         self._in_flight = 0
+        self._pages_in_flight = 0
         self._held = 0  # pages in flight or waiting
         self._probes_waiting = 0
         self._stop = False
@@ -130,12 +138,13 @@ class Reader:
         self._threads: list[threading.Thread] = []
         self.peak_in_flight = 0
         self.page_requests = 0
-        self.capacity = gate.ceiling + PREFETCH
+        self.planning_seconds = 0.0
+        self.capacity = 2 * gate.ceiling + PREFETCH
 
     @property
     def jobs_seen(self) -> int:
         """Windows planned so far."""
-        return len(self._jobs)
+        return sum(len(part) for part in self._parts)
 
     # -- the planner's requests -------------------------------------------------------------
 
@@ -164,13 +173,14 @@ class Reader:
 
     # -- threads ----------------------------------------------------------------------------
 
-    def _plan(self) -> None:
+    def _plan(self, part: int) -> None:
+        started = time.monotonic()
         try:
-            for job in self._source:
+            for job in self._sources[part]:
                 with self._cond:
                     if self._stop:
                         return
-                    self._jobs.append(job)
+                    self._parts[part].append(job)
                     self._cond.notify_all()
         except Stopped:
             pass
@@ -178,20 +188,26 @@ class Reader:
             self._fail(exc)
         finally:
             with self._cond:
-                self._planned = True
+                self._planned[part] = True
+                self.planning_seconds = max(self.planning_seconds, time.monotonic() - started)
                 self._cond.notify_all()
 
     def _pick(self) -> Job | None:
         """The earliest job with a request to make, if a request may start now (lock held)."""
-        if self._probes_waiting or self._in_flight >= self.gate.limit:
+        limit = self.gate.limit
+        if self._probes_waiting or self._in_flight >= limit:
             return None
-        for i in range(self._head, len(self._jobs)):
-            job = self._jobs[i]
-            if job.url is None or job.in_flight:
-                continue
-            if i == self._head or self._held < self.capacity:
-                return job
-            return None  # later jobs would only hold more pages
+        if not all(self._planned) and limit > 1 and self._pages_in_flight >= limit - 1:
+            return None  # while the plan is being made, one slot is kept for its probes
+        for p in range(self._part, len(self._parts)):
+            jobs = self._parts[p]
+            for i in range(self._head if p == self._part else 0, len(jobs)):
+                job = jobs[i]
+                if job.url is None or job.in_flight:
+                    continue
+                if (p, i) == (self._part, self._head) or self._held < self.capacity:
+                    return job
+                return None  # later jobs would only hold more pages
         return None
 
     def _work(self) -> None:
@@ -206,6 +222,7 @@ class Reader:
                 assert job is not None and job.url is not None
                 job.in_flight = True
                 self._in_flight += 1
+                self._pages_in_flight += 1
                 self._held += 1
                 self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
                 url, params = job.url, job.params
@@ -215,12 +232,14 @@ class Reader:
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 with self._cond:
                     self._in_flight -= 1
+                    self._pages_in_flight -= 1
                     self._held -= 1
                     job.in_flight = False
                 self._fail(exc)
                 return
             with self._cond:
                 self._in_flight -= 1
+                self._pages_in_flight -= 1
                 self.gate.done(started)
                 job.pages.append(body)
                 job.requests += 1
@@ -237,8 +256,12 @@ class Reader:
             self._cond.notify_all()
 
     def start(self) -> None:
-        planner = threading.Thread(target=self._plan, name=f"plan-{self._name}", daemon=True)
-        self._threads.append(planner)
+        for p in range(len(self._sources)):
+            self._threads.append(
+                threading.Thread(
+                    target=self._plan, args=(p,), name=f"plan-{self._name}-{p}", daemon=True
+                )
+            )
         for i in range(self.gate.ceiling):
             self._threads.append(
                 threading.Thread(target=self._work, name=f"fetch-{self._name}-{i}", daemon=True)
@@ -265,20 +288,25 @@ class Reader:
                     while True:
                         if self._error is not None:
                             raise self._error
-                        if self._head < len(self._jobs):
-                            job = self._jobs[self._head]
+                        if self._part >= len(self._parts):
+                            return
+                        jobs = self._parts[self._part]
+                        if self._head < len(jobs):
+                            job = jobs[self._head]
                             if job.pages:
                                 body = job.pages.popleft()
                                 self._held -= 1
                                 self._cond.notify_all()
                                 break
                             if job.finished:
-                                self._jobs[self._head] = Job(None, None, job.label)  # let go
+                                jobs[self._head] = Job(None, None, job.label)  # let it go
                                 self._head += 1
                                 self._cond.notify_all()
                                 continue
-                        elif self._planned:
-                            return
+                        elif self._planned[self._part]:
+                            self._part, self._head = self._part + 1, 0
+                            self._cond.notify_all()
+                            continue
                         self._cond.wait()
                 yield job.label, body
         finally:

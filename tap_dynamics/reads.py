@@ -13,6 +13,7 @@ The planner (:mod:`tap_dynamics.windows`) walks the range with probes while the 
 
 from __future__ import annotations
 
+import threading
 import typing as t
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -23,7 +24,7 @@ import orjson
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
 from tap_dynamics.parallel import Gate, Job, Reader
-from tap_dynamics.windows import COUNT_CAP, SECOND_COLUMN, Window, epoch, literal, plan
+from tap_dynamics.windows import COUNT_CAP, SECOND_COLUMN, Window, epoch, literal, plan_parts
 
 __all__ = ["DEFAULT_CEILING", "HttpProbes", "ReadPlan", "choose", "split_column"]
 
@@ -67,13 +68,15 @@ class HttpProbes:
         self.entity = entity
         self.hint: int | None = None
         self.requests = 0
+        self._lock = threading.Lock()
         self.slot: Callable[[], AbstractContextManager[None]] = nullcontext
 
     def _get(self, query: str) -> dict[str, t.Any]:
         with self.slot():
             response = self.client.request("GET", self.entity_set, params=query, entity=self.entity)
-        self.requests += 1
-        self.hint = dop_hint(response.headers) or self.hint
+        with self._lock:
+            self.requests += 1
+            self.hint = dop_hint(response.headers) or self.hint
         body: dict[str, t.Any] = orjson.loads(response.content)
         return body
 
@@ -170,11 +173,13 @@ def parallel_bodies(
         lo = epoch(first) if first else None
     last = probes.edge(column, f"{column} ge {literal(lo)}" if lo is not None else None, last=True)
     if lo is None or last is None:  # nothing (left) to plan over: one open window
-        windows: Iterator[Window] = iter(
-            [Window(column, lo if start else None, None, with_nulls=not start)]
-        )
+        parts: list[Iterator[Window]] = [
+            iter([Window(column, lo if start else None, None, with_nulls=not start)])
+        ]
     else:
-        windows = plan(
+        # One walk keeps ahead of the reading (a slot is kept for its probes); beyond 8 requests
+        # at a time, more walks side by side (parts of the range) keep up with it.
+        parts = plan_parts(
             probes,
             column,
             base=None,
@@ -183,9 +188,10 @@ def parallel_bodies(
             page=page,
             expected_rows=expected_rows,
             from_start=start is None,
+            parts=max(2, decided.ceiling // 2),
         )
     reader = Reader(
-        window_jobs(probes, windows, select=select, keys=keys),
+        [window_jobs(probes, windows, select=select, keys=keys) for windows in parts],
         fetch,
         Gate(decided.ceiling, stats),
         name=name,

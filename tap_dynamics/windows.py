@@ -38,12 +38,17 @@ __all__ = [
     "epoch",
     "literal",
     "plan",
+    "plan_parts",
 ]
 
 #: ``$count`` (and ``@odata.count``) stop at this many rows.
 COUNT_CAP = 5000
 #: The second split column, for seconds of the first that hold more than a page.
 SECOND_COLUMN = "createdon"
+#: The walk's next range is at most this many times longer than the last one.
+GROWTH = 4.0
+#: Ranges are certified at about this share of a page (two neighbours rarely merge past it).
+TARGET_SHARE = 0.85
 
 
 def epoch(value: str) -> int:
@@ -163,7 +168,7 @@ class _Walk:
         self.page = page
         #: certify ranges of about this many rows (a little under a page, so that two neighbours
         #: rarely merge into more than a page)
-        self.target = max(1, int(page * 0.9))
+        self.target = max(1, int(page * TARGET_SHARE))
         self.expected_rows = expected_rows
         self.cap = min(COUNT_CAP, max(page, 1))
 
@@ -197,7 +202,8 @@ class _Walk:
         if self.expected_rows:
             step = max(1, int(span * self.target / max(self.expected_rows, 1)))
         else:
-            step = max(1, span // 64)
+            step = max(1, span // 4)
+        usual = step  # the step of the last range that held about a page: the rows' own pace
         a = lo
         while a < hi:
             b = min(hi, a + step)
@@ -205,12 +211,14 @@ class _Walk:
             if n < self.cap:
                 yield from certified(a, b, n)
                 a = b
-                step = max(1, int(step * min(4.0, self.target / max(n, 1))))
+                if n >= self.target // 2:
+                    usual = step
+                step = max(1, int(step * min(GROWTH, self.target / max(n, 1))))
                 continue
             if b - a == 1:
                 yield from flush()
                 yield from self._crowded(a)
-                a = b
+                a, step = b, usual
                 continue
             mid = a + (b - a) // 2
             n1 = self._count(a, mid)
@@ -219,7 +227,7 @@ class _Walk:
                 continue
             if n1 >= self.target // 2:
                 yield from certified(a, mid, n1)  # denser, but evenly enough
-                step = mid - a
+                step = usual = mid - a
                 a = mid
                 continue
             # The rows of [a, b) are packed into its second half: read the first of them (the
@@ -239,7 +247,7 @@ class _Walk:
                 a = s + 1
             else:
                 a = s
-            step = max(1, (b - a) // 4)
+            step = max(1, min(usual, b - a)) if b > a else usual
         yield from flush()
 
     def _crowded(self, second: int) -> Iterator[Window]:
@@ -306,9 +314,71 @@ def plan(
     Yields:
         Windows, as soon as each is decided (the caller reads them while the walk goes on).
     """
+    (only,) = plan_parts(
+        probes,
+        column,
+        base=base,
+        lo=lo,
+        hi=hi,
+        page=page,
+        expected_rows=expected_rows,
+        from_start=from_start,
+        parts=1,
+    )
+    yield from only
+
+
+def plan_parts(
+    probes: Probes,
+    column: str,
+    *,
+    base: str | None,
+    lo: int,
+    hi: int,
+    page: int,
+    expected_rows: int | None = None,
+    from_start: bool = False,
+    parts: int = 1,
+) -> list[Iterator[Window]]:
+    """:func:`plan`, with ``[lo, hi)`` cut into ``parts`` spans of equal time walked on their
+    own: the windows of the first part, then of the second, and so on, are the plan. Walked side
+    by side, the parts are planned in about ``1/parts`` of the time (the walk is a sequence of
+    small requests, each waiting for the one before).
+    """
+    parts = max(1, min(parts, hi - lo))
+    edges = [lo + (hi - lo) * i // parts for i in range(parts)] + [hi]
+    share = expected_rows // parts if expected_rows else None
+    return [
+        _part(
+            probes,
+            column,
+            base=base,
+            lo=edges[i],
+            hi=edges[i + 1],
+            page=page,
+            expected_rows=share,
+            nulls_first=from_start and i == 0,
+            open_end=i == parts - 1,
+        )
+        for i in range(parts)
+    ]
+
+
+def _part(
+    probes: Probes,
+    column: str,
+    *,
+    base: str | None,
+    lo: int,
+    hi: int,
+    page: int,
+    expected_rows: int | None,
+    nulls_first: bool,
+    open_end: bool,
+) -> Iterator[Window]:
     walk = _Walk(probes, column, base=base, within=None, page=page, expected_rows=expected_rows)
     previous: Window | None = None
-    first = from_start
+    first = nulls_first
     for window in walk.run(lo, hi):
         if first:
             first = False
@@ -319,8 +389,14 @@ def plan(
         if previous is not None:
             yield previous
         previous = window
+    if not open_end:
+        if previous is not None:
+            yield previous
+        elif nulls_first:
+            yield Window(column, None, lo, with_nulls=True)
+        return
     if previous is None:
-        yield Window(column, None if from_start else lo, None, with_nulls=from_start)
+        yield Window(column, None if nulls_first else lo, None, with_nulls=nulls_first)
     elif previous.within is not None:
         yield previous
         yield Window(column, previous.within[1] + 1, None)

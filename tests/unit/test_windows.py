@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tap_dynamics.windows import COUNT_CAP, Window, epoch, literal, plan
+from tap_dynamics.windows import COUNT_CAP, Window, epoch, literal, plan, plan_parts
 
 DAY = 86_400
 T0 = epoch("2024-01-01T00:00:00Z")
@@ -247,6 +247,30 @@ def test_the_walk_needs_few_probes_on_a_large_even_table() -> None:
     assert len(_read(table, windows)) == 40_000
     assert len(windows) <= 14  # 8 pages' worth
     assert table.probes <= 30
+
+
+@pytest.mark.parametrize("parts", [2, 5])
+def test_parts_walked_on_their_own_still_partition_the_rows(parts: int) -> None:
+    bulk_second = T0 + 150 * DAY
+    table = Table([*_with_bulk(4000, {bulk_second: 1300}), Row(99_999, None, None)])
+    times = [_mod(r) for r in table.rows if r.modifiedon is not None]
+    walks = plan_parts(
+        table,
+        "modifiedon",
+        base=None,
+        lo=min(times),
+        hi=max(times) + 1,
+        page=500,
+        from_start=True,
+        parts=parts,
+    )
+    assert len(walks) == parts
+    windows = [w for walk in walks for w in walk]
+    got = _read(table, windows)
+    assert got[0].key == 99_999  # the row without modifiedon first
+    assert sorted(r.key for r in got) == sorted(r.key for r in table.rows)
+    assert [_mod(r) for r in got[1:]] == sorted(_mod(r) for r in got[1:])
+    assert windows[-1].hi is None and sum(w.hi is None and w.within is None for w in windows) == 1
 
 
 def test_filters_and_order() -> None:
