@@ -151,6 +151,8 @@ class DynamicsStream(Stream):
         elif self.replication_key and self.replication_key not in props:
             self.replication_key = None
         self._client = client
+        # The tap, for its shared client (the SDK keeps it only in the private Stream._tap).
+        self._owner = tap
         self._page_size = int(tap.config.get("page_size") or 5000)
         self._formatted = bool(tap.config.get("include_formatted_values"))
 
@@ -173,7 +175,7 @@ class DynamicsStream(Stream):
     @property
     def client(self) -> DataverseClient:
         if self._client is None:
-            self._client = self._tap.client  # type: ignore[attr-defined]
+            self._client = self._owner.client  # type: ignore[attr-defined]
         return self._client
 
     def selected_properties(self) -> list[str]:
@@ -404,7 +406,7 @@ class DynamicsStream(Stream):
             and not self._formatted
             and not self.change_tracking
             and self.ABORT_AT_RECORD_COUNT is None
-            and isinstance(self._tap.message_writer, FastWriter)
+            and isinstance(self._owner.message_writer, FastWriter)
         )
 
     def _sync_records(
@@ -417,7 +419,7 @@ class DynamicsStream(Stream):
             return
         counter = self.get_record_counter()
         timer = self.get_sync_timer()
-        writer = t.cast(FastWriter, self._tap.message_writer)
+        writer = t.cast(FastWriter, self._owner.message_writer)
         rk = self.replication_key
         with counter, timer:
             counter.with_context({})

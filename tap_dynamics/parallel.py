@@ -35,6 +35,9 @@ __all__ = ["PREFETCH", "Gate", "Job", "Reader", "Stopped", "chain"]
 
 #: Pages held beyond one per request in flight.
 PREFETCH = 2
+#: Seconds the consumer of pages waits after taking one, so that the thread that fetched it can
+#: send the next request before the page's decoding holds the interpreter lock.
+HANDOFF = 0.003
 
 #: ``fetch(url, params) -> (body, next link)``: one page of a chain.
 Fetch = Callable[[str, str | None], tuple[bytes, str | None]]
@@ -308,6 +311,7 @@ class Reader:
                             self._cond.notify_all()
                             continue
                         self._cond.wait()
+                time.sleep(HANDOFF)  # workers woken by the page taken send their requests first
                 yield job.label, body
         finally:
             self.close()
@@ -347,6 +351,9 @@ def chain(
         while True:
             kind, item = results.get()
             if kind == "page":
+                # Let the fetching thread send the next request before this thread takes the GIL
+                # for the page (decoding holds it for tens of ms at a time).
+                time.sleep(HANDOFF)
                 yield item
             elif kind == "done":
                 return

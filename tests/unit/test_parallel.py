@@ -1,0 +1,189 @@
+"""The side-by-side reader with a fetch function in memory: order, bounds, throttling, errors."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import typing as t
+from collections.abc import Generator, Iterator
+
+import pytest
+
+from tap_dynamics.parallel import PREFETCH, Gate, Job, Reader, chain
+
+
+class Service:
+    """Chains of pages in memory: ``/w<i>`` has ``pages[i]`` pages; each answer takes a little
+    random time; records the most requests in flight at once."""
+
+    def __init__(self, pages: list[int], *, seed: int = 0, fail_at: str | None = None) -> None:
+        self.pages = pages
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.peak = 0
+        self.calls: list[str] = []
+        self.fail_at = fail_at
+        self.throttles = 0
+
+    def fetch(self, url: str, params: str | None) -> tuple[bytes, str | None]:
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            self.calls.append(url)
+            delay = self.rng.uniform(0, 0.004)
+        try:
+            time.sleep(delay)
+            if url == self.fail_at:
+                raise RuntimeError(f"failed on {url}")
+            window, _, page = url.partition("/p")
+            n = int(page or 0)
+            last = self.pages[int(window[2:])] - 1
+            return f"{window}:{n}".encode(), None if n >= last else f"{window}/p{n + 1}"
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def _jobs(n: int) -> Iterator[Job]:
+    for i in range(n):
+        yield Job(f"/w{i}", "q", label=i)
+
+
+def test_pages_come_in_window_order_with_at_most_the_limit_in_flight() -> None:
+    rng = random.Random(3)
+    pages = [rng.randint(1, 4) for _ in range(40)]
+    service = Service(pages, seed=3)
+    reader = Reader([_jobs(40)], service.fetch, Gate(5, lambda: 0), name="t")
+    got = [body.decode() for _, body in reader.pages()]
+    assert got == [f"/w{i}:{p}" for i in range(40) for p in range(pages[i])]
+    assert service.peak <= 5
+    assert reader.peak_in_flight <= 5
+    assert reader.page_requests == sum(pages)
+
+
+def test_parts_planned_side_by_side_come_one_after_the_other() -> None:
+    service = Service([1] * 30)
+
+    def part(lo: int, hi: int) -> Iterator[Job]:
+        for i in range(lo, hi):
+            time.sleep(0.001 * (30 - i) / 30)  # later parts are planned faster
+            yield Job(f"/w{i}", None, label=i)
+
+    reader = Reader(
+        [part(0, 10), part(10, 20), part(20, 30)], service.fetch, Gate(4, lambda: 0), name="t"
+    )
+    assert [label for label, _ in reader.pages()] == list(range(30))
+    assert reader.jobs_seen == 30
+
+
+def test_pages_held_stay_under_the_cap_while_the_consumer_is_slow() -> None:
+    service = Service([3] * 20)
+    reader = Reader([_jobs(20)], service.fetch, Gate(3, lambda: 0), name="t")
+    held = []
+    for _ in reader.pages():
+        held.append(reader._held)
+        time.sleep(0.002)
+    assert max(held) <= reader.capacity == 2 * 3 + PREFETCH
+
+
+def test_the_first_error_stops_the_read_and_reaches_the_consumer() -> None:
+    service = Service([2] * 30, fail_at="/w7/p1")
+    reader = Reader([_jobs(30)], service.fetch, Gate(4, lambda: 0), name="t")
+    seen: list[object] = []
+
+    def consume() -> None:
+        for label, _ in reader.pages():
+            seen.append(label)
+
+    with pytest.raises(RuntimeError, match="failed on /w7/p1"):
+        consume()
+    assert set(seen) <= set(range(8))  # nothing after the failed window is handed over
+    assert not [t for t in threading.enumerate() if t.name.startswith(("fetch-t", "plan-t"))]
+
+
+def test_a_consumer_that_stops_early_stops_the_threads() -> None:
+    service = Service([5] * 50)
+    reader = Reader([_jobs(50)], service.fetch, Gate(4, lambda: 0), name="early")
+    pages = reader.pages()
+    next(pages)
+    t.cast(Generator[object, None, None], pages).close()
+    assert not [t for t in threading.enumerate() if t.name.endswith("early") or "-early-" in t.name]
+    assert len(service.calls) < 250
+
+
+def test_planner_probes_count_against_the_limit() -> None:
+    service = Service([1] * 12)
+    probes_in_flight: list[int] = []
+
+    def planned() -> Iterator[Job]:
+        for i in range(12):
+            with reader.slot():
+                with service.lock:
+                    probes_in_flight.append(service.in_flight)
+                    service.in_flight += 1
+                    service.peak = max(service.peak, service.in_flight)
+                time.sleep(0.001)
+                with service.lock:
+                    service.in_flight -= 1
+            yield Job(f"/w{i}", None, label=i)
+
+    reader = Reader([planned()], service.fetch, Gate(3, lambda: 0), name="t")
+    assert [label for label, _ in reader.pages()] == list(range(12))
+    assert service.peak <= 3
+
+
+def test_a_planner_error_reaches_the_consumer() -> None:
+    def planned() -> Iterator[Job]:
+        yield Job("/w0", None, label=0)
+        raise ValueError("the walk failed")
+
+    reader = Reader([planned()], Service([1]).fetch, Gate(2, lambda: 0), name="t")
+    with pytest.raises(ValueError, match="the walk failed"):
+        list(reader.pages())
+
+
+def test_gate_halves_on_throttling_once_per_episode_and_grows_back() -> None:
+    throttled = [0]
+    gate = Gate(8, lambda: throttled[0])
+    a, b = gate.start(), gate.start()
+    throttled[0] += 1  # a 429 while both were in flight
+    gate.done(a)
+    gate.done(b)
+    assert gate.limit == 4 and gate.decreases == 1  # halved once, not twice
+    c = gate.start()
+    throttled[0] += 1
+    gate.done(c)
+    assert gate.limit == 2 and gate.lowest == 2
+    for _ in range(2):
+        gate.done(gate.start())
+    assert gate.limit == 3  # after as many good answers as the limit, one more
+    for _ in range(3 + 4 + 5 + 6 + 7):
+        gate.done(gate.start())
+    assert gate.limit == 8  # never above the ceiling
+    gate.done(gate.start())
+    assert gate.limit == 8
+
+
+def test_gate_never_goes_below_one() -> None:
+    throttled = [0]
+    gate = Gate(2, lambda: throttled[0])
+    for _ in range(5):
+        s = gate.start()
+        throttled[0] += 1
+        gate.done(s)
+    assert gate.limit == 1
+
+
+def test_chain_follows_the_links_and_prefetches() -> None:
+    calls = []
+
+    def fetch(url: str, params: str | None) -> tuple[bytes, str | None, str | None]:
+        calls.append((url, params))
+        n = int(url[1:])
+        return str(n).encode(), f"/{n + 1}" if n < 4 else None, "delta" if n == 4 else None
+
+    got = list(chain(fetch, "/0", "q", name="c"))
+    assert got == [(b"0", None), (b"1", None), (b"2", None), (b"3", None), (b"4", "delta")]
+    assert calls[0] == ("/0", "q") and all(p is None for _, p in calls[1:])
