@@ -95,8 +95,8 @@ class DynamicsStream(Stream):
     #: with a warning instead of failing the run.
     skip_if_denied: bool = False
     #: Records match the schema exactly (generated from $metadata, parsed with exact types): the
-    #: SDK's per-record type conformance would only cost time. tests/unit/test_conformance.py
-    #: proves the premise over every Edm type.
+    #: SDK's per-record type conformance would only cost time. tests/integration/test_tap.py
+    #: (test_records_match_their_schemas_exactly) proves the premise over every Edm type.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(

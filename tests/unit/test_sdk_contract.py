@@ -267,7 +267,7 @@ def test_batch_sync_calls_get_batches_which_reads_through_sync_records(
 @pytest.mark.parametrize(
     ("plugin", "config", "sentence"),
     [
-        (TapDynamics, {"environment_url": "https://x"}, "client_id is missing"),
+        (TapDynamics, {"client_id": "x"}, "environment_url is missing"),
         (
             TargetDynamics,
             {**CONNECTION, "batch_size_rows": 0},
