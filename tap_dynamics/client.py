@@ -16,8 +16,6 @@ from decimal import Decimal
 import msgspec
 import singer_sdk.singerlib as singer
 from singer_sdk import Stream
-from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
 from singer_sdk.singerlib import CatalogEntry
@@ -40,6 +38,10 @@ from tap_dynamics.writer import FastWriter
 
 if t.TYPE_CHECKING:
     from singer_sdk import Tap
+
+    # SDK-private module: get_batches' argument types have no public import path (annotations only;
+    # tests/unit/test_sdk_contract.py checks what _sync_batches passes).
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
 T = t.TypeVar("T")
 
@@ -112,8 +114,8 @@ class DynamicsStream(Stream):
     #: with a warning instead of failing the run.
     skip_if_denied: bool = False
     #: Records match the schema exactly (generated from $metadata, parsed with exact types): the
-    #: SDK's per-record type conformance would only cost time. tests/unit/test_conformance.py
-    #: proves the premise over every Edm type.
+    #: SDK's per-record type conformance would only cost time. tests/integration/test_tap.py
+    #: (test_records_match_their_schemas_exactly) proves the premise over every Edm type.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(
@@ -165,6 +167,8 @@ class DynamicsStream(Stream):
 
     @property
     def _singer_catalog_entry(self) -> CatalogEntry:
+        # SDK-private override: the one place the SDK builds a stream's catalog entry (no public
+        # hook sets `table`); tests/unit/test_sdk_contract.py checks discovery still uses it.
         entry = super()._singer_catalog_entry
         # The entity set travels in the catalog, so that a run with --catalog needs no $metadata.
         entry.table = self.entity_set
@@ -394,7 +398,8 @@ class DynamicsStream(Stream):
     def _writes_lines(self, context: t.Mapping[str, t.Any] | None) -> bool:
         """Whether records go from the pages' bytes to RECORD lines (``tap_dynamics.lines``):
         no stream map, flattening or formatted values to apply, a plain read (not change
-        tracking), the tap's own writer, and no record limit (the SDK's test runs set one)."""
+        tracking), the tap's own writer, no record limit (the SDK's test runs set one), and the
+        records are the table's (a subclass with its own ``get_records`` keeps the SDK path)."""
         maps = self.stream_maps
         return (
             context is None
@@ -407,12 +412,13 @@ class DynamicsStream(Stream):
             and not self.change_tracking
             and self.ABORT_AT_RECORD_COUNT is None
             and isinstance(self._owner.message_writer, FastWriter)
+            and type(self).get_records is DynamicsStream.get_records
         )
 
     def _sync_records(
         self, context: t.Mapping[str, t.Any] | None = None, *, write_messages: bool = True
     ) -> t.Generator[dict[str, t.Any], t.Any, t.Any]:
-        # Override of a singer-sdk internal (tests/unit/test_sdk_contract_tap.py): without a
+        # Override of a singer-sdk internal (tests/unit/test_sdk_contract.py): without a
         # stream map, a page becomes RECORD lines in one step instead of a message per record.
         if not write_messages or not self._writes_lines(context):
             yield from super()._sync_records(context, write_messages=write_messages)
@@ -534,7 +540,7 @@ class DynamicsStream(Stream):
         )
         delta = None
         for rows, page_delta in self._pages(url, params, track_changes=True):
-            seen_at = utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            seen_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             for row in rows:
                 if row.get("reason") == "deleted" and "id" in row and key:
                     yield {key: row["id"], DELETED_AT: seen_at}
@@ -592,6 +598,8 @@ class DynamicsStream(Stream):
         if not maps:
             return
         transform = maps[0].transform
+        # SDK-private call, as the SDK's own get_batches makes it: the records with state kept and
+        # no RECORD messages written (tests/unit/test_sdk_contract.py checks both).
         mapped = (
             out
             for record in self._sync_records(
@@ -610,12 +618,14 @@ class DynamicsStream(Stream):
         """As the SDK's, without its per-record selection pass and type conformance: records
         hold exactly the selected columns (``$select`` plus the filter in ``get_records``) with
         the schema's types, and those two steps cost more than everything else per record."""
+        # SDK-private override (no public hook skips those steps); tests/unit/test_sdk_contract.py
+        # checks that sync still writes records through it and that it yields what the SDK's would.
         for stream_map in self.stream_maps:
             mapped = stream_map.transform(record)
             if mapped is not None:
                 yield singer.RecordMessage(
                     stream=stream_map.stream_alias,
                     record=mapped,
-                    version=self._stream_version,
-                    time_extracted=utc_now(),
+                    version=self._stream_version,  # SDK-private: set by sync for ACTIVATE_VERSION
+                    time_extracted=datetime.now(UTC),
                 )
