@@ -32,6 +32,9 @@ __all__ = ["DEFAULT_CEILING", "HttpProbes", "ReadPlan", "choose", "split_column"
 #: higher: every request in flight holds a page (up to tens of MB) in memory.
 DEFAULT_CEILING = 16
 DOP_HINT = "x-ms-dop-hint"
+#: The cookie naming the web server that answered (the client does not send it back, so requests
+#: spread over the servers; its values say how many there are).
+AFFINITY = "ARRAffinity="
 
 
 def split_column(replication_key: str | None, properties: Mapping[str, t.Any]) -> str | None:
@@ -40,6 +43,15 @@ def split_column(replication_key: str | None, properties: Mapping[str, t.Any]) -
     if replication_key:
         return replication_key if replication_key in ("modifiedon", SECOND_COLUMN) else None
     return SECOND_COLUMN if SECOND_COLUMN in properties else None
+
+
+def server_of(headers: Mapping[str, str]) -> str | None:
+    """The web server that answered, from its ``ARRAffinity`` cookie (None without one)."""
+    cookie = headers.get("Set-Cookie") or ""
+    start = cookie.find(AFFINITY)
+    if start < 0:
+        return None
+    return cookie[start + len(AFFINITY) :].split(";", 1)[0].strip() or None
 
 
 def dop_hint(headers: Mapping[str, str]) -> int | None:
@@ -58,6 +70,7 @@ class HttpProbes:
 
     Attributes:
         hint: the last ``x-ms-dop-hint`` the service sent (None before any answer).
+        servers: the web servers seen answering (``ARRAffinity`` values).
         requests: probes sent.
     """
 
@@ -67,6 +80,7 @@ class HttpProbes:
         self.key = key
         self.entity = entity
         self.hint: int | None = None
+        self.servers: set[str] = set()
         self.requests = 0
         self._lock = threading.Lock()
         self.slot: Callable[[], AbstractContextManager[None]] = nullcontext
@@ -77,8 +91,19 @@ class HttpProbes:
         with self._lock:
             self.requests += 1
             self.hint = dop_hint(response.headers) or self.hint
+            server = server_of(response.headers)
+            if server is not None:
+                self.servers.add(server)
         body: dict[str, t.Any] = orjson.loads(response.content)
         return body
+
+    def ceiling(self, max_parallel: int | None) -> int:
+        """Requests in flight: the service's hint per web server seen (its limits are per
+        server), capped by ``max_parallel_requests`` (default :data:`DEFAULT_CEILING`)."""
+        cap = max_parallel or DEFAULT_CEILING
+        if self.hint is None:
+            return cap
+        return max(1, min(self.hint * max(1, len(self.servers)), cap))
 
     def count(self, flt: str) -> int:
         body = self._get(build_query(select=[self.key], filter=flt or None, top=1, count=True))
@@ -106,6 +131,7 @@ class ReadPlan:
     ceiling: int = 1
     column: str | None = None
     rows_at_least: int | None = None
+    max_parallel: int | None = None
 
 
 def choose(
@@ -127,12 +153,13 @@ def choose(
     hint = probes.hint
     if hint is None and max_parallel is None:
         return ReadPlan(False, "the service sent no x-ms-dop-hint", rows_at_least=rows)
-    ceiling = min(hint or max_parallel or 1, max_parallel or DEFAULT_CEILING)
-    if ceiling <= 1:
+    ceiling = probes.ceiling(max_parallel)
+    if ceiling <= 1 or hint == 1:
         return ReadPlan(False, "the service recommends one request at a time", rows_at_least=rows)
     if rows < page:
         return ReadPlan(False, "the rows to read fit in one page", ceiling, column, rows)
-    return ReadPlan(True, f"up to {ceiling} requests at a time", ceiling, column, rows)
+    reason = f"up to {ceiling} requests at a time"
+    return ReadPlan(True, reason, ceiling, column, rows, max_parallel)
 
 
 def window_jobs(
@@ -172,6 +199,8 @@ def parallel_bodies(
         first = probes.edge(column, None, last=False)
         lo = epoch(first) if first else None
     last = probes.edge(column, f"{column} ge {literal(lo)}" if lo is not None else None, last=True)
+    # The edge probes may have met more web servers than the first one did.
+    ceiling = max(decided.ceiling, probes.ceiling(decided.max_parallel))
     if lo is None or last is None:  # nothing (left) to plan over: one open window
         parts: list[Iterator[Window]] = [
             iter([Window(column, lo if start else None, None, with_nulls=not start)])
@@ -188,12 +217,12 @@ def parallel_bodies(
             page=page,
             expected_rows=expected_rows,
             from_start=start is None,
-            parts=max(2, decided.ceiling // 2),
+            parts=max(2, ceiling // 2),
         )
     reader = Reader(
         [window_jobs(probes, windows, select=select, keys=keys) for windows in parts],
         fetch,
-        Gate(decided.ceiling, stats),
+        Gate(ceiling, stats),
         name=name,
     )
     probes.slot = reader.slot

@@ -109,9 +109,10 @@ class TapDynamics(SentenceConfigErrors, Tap):
             th.IntegerType(minimum=1, maximum=52),
             title="Parallel requests",
             description="Most requests in flight while one table is read in windows side by "
-            "side. Default: the service's recommendation (`x-ms-dop-hint`), at most 16; the "
-            "lower of the two is used. 1 reads every table as one chain of pages. The service's "
-            "limits are per user: several runs as the same application user share them.",
+            "side. Default: the service's recommendation (`x-ms-dop-hint`) for each web server "
+            "seen answering, at most 16; when set, the lower of the two is used. 1 reads every "
+            "table as one chain of pages. The service's limits are per user: several runs as "
+            "the same application user share them.",
         ),
         *METADATA_SETTINGS,
         *PROGRESS_SETTINGS,

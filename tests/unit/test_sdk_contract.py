@@ -49,7 +49,8 @@ CONNECTION = {"environment_url": "https://probe.invalid", "client_id": "probe"}
 #: helpers or attributes happens to shadow fails test_only_the_listed_private_names_are_shared.
 OVERRIDES: dict[type, tuple[type, set[str]]] = {
     DynamicsStream: (
-        Stream, {"_singer_catalog_entry", "_generate_record_messages", "_sync_records"}
+        Stream,
+        {"_singer_catalog_entry", "_generate_record_messages", "_sync_records"},
     ),
     TapDynamics: (Tap, {"_validate_config"}),
     TargetDynamics: (
@@ -433,6 +434,7 @@ def test_batch_message_without_manifest_is_an_invalid_line(tmp_path: Path) -> No
     line = {"type": "BATCH", "stream": "account", "encoding": {"format": "jsonl"}}
     with pytest.raises(InvalidInputLine, match="manifest"):
         target.listen(_lines(line))
+
 
 # -- the tap's RECORD lines path (_sync_records) ----------------------------------------------
 # DynamicsStream._sync_records is overridden: without stream maps, a page of rows becomes RECORD
