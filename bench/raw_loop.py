@@ -20,6 +20,8 @@ def main() -> int:
     conn = json.loads(open(sys.argv[1]).read())  # noqa: SIM115 - tiny file, read once
     http = ApiSession(Connection.from_settings(conn, ca_bundle=conn["ca_bundle"]))
     http.headers["Prefer"] = f"odata.maxpagesize={conn['page_size']}"
+    # As every Web API client should (and the tap does): no cached answer from the service.
+    http.headers["If-None-Match"] = "null"
     url: str | None = conn["first_url"]
     rows = requests_made = 0
     start = time.perf_counter()

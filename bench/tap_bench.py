@@ -1,7 +1,20 @@
-"""Tap throughput: N accounts from the emulator through the real tap-dynamics CLI to /dev/null,
-side by side with the raw loop (the same pages fetched and parsed, nothing else).
+"""Tap throughput: accounts from the emulator through the real tap-dynamics CLI to /dev/null.
+
+Three measurements, each against its own emulator, the tap and the raw loop in their own processes:
+
+* :func:`bench_tap`: N accounts with the tap's default settings (windows side by side, the
+  emulator's hint of 4), beside the raw loop (one chain of the same columns, fetched and parsed,
+  nothing else); records/s and peak RSS (the memory check compares 100,000 and 1,000,000 rows);
+* :func:`bench_prerendered`: the client's own cost: pages pre-rendered (the server is not the
+  bottleneck), the tap reading one chain beside the raw loop over the same pages, all columns;
+* :func:`bench_parallel`: a real organisation's latency: the cost model on (about 1 s of server
+  time per 5,000-row page of the emulator's account columns, at ``time_scale``), service
+  protection on, 1 or 2 web servers, ``x-ms-dop-hint`` 4: the sequential floor (pages x
+  modelled page time), one chain's wall time and the windows' wall time, in modelled and real
+  seconds.
 
     python -m bench.tap_bench --rows 100000
+    python -m bench.tap_bench --parallel --servers 2
 """
 
 from __future__ import annotations
@@ -13,105 +26,135 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.measure import PREFIX as PEAK
+from dynamics_api.odata import build_query
 from dynamics_emulator import seed
+from dynamics_emulator.cost import CostModel
+from dynamics_emulator.protection import ServiceLimits
 from dynamics_emulator.server import Emulator
 
 ROOT = Path(__file__).resolve().parents[1]
+ACCOUNTS = "/api/data/v9.2/accounts"
+#: Real seconds per modelled second in the parallel bench. At full scale the process's own
+#: start-up (about 1 s: imports, sign-in) is small beside the read, as it is on a real
+#: organisation; a smaller scale would measure start-up instead of the read.
+PARALLEL_TIME_SCALE = 1.0
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, bytes]:
-    """Run a child; return (wall seconds, its own peak RSS in MB, stdout or b'')."""
+def run_child(cmd: list[str], env: dict[str, str], *, stdout: Any) -> tuple[float, float]:
+    """Run a child to its end (through bench.measure); return (wall seconds, its peak RSS MB)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.measure", *cmd],
+        cwd=ROOT,
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        check=False,
     )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
+    lines = proc.stderr.decode(errors="replace").strip().splitlines()
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[2:4]} exited {proc.returncode}")
-    return seconds, usage.ru_maxrss / 1024, out
+        raise RuntimeError(f"{' '.join(cmd[2:4])} exited {proc.returncode}: {lines[-4:]}")
+    return seconds, float(lines[-1].removeprefix(PEAK))
+
+
+@dataclass
+class Setup:
+    """A tap pointed at an emulator, the account stream selected (every column)."""
+
+    emu: Emulator
+    tmp: Path
+    env: dict[str, str]
+    config: dict[str, Any]
+    columns: list[str]
+
+    def write_config(self, **settings: Any) -> Path:
+        path = self.tmp / "config.json"
+        path.write_text(json.dumps({**self.config, **settings}))
+        return path
+
+    def tap(self, **settings: Any) -> tuple[float, float]:
+        """One run of the CLI to /dev/null: (wall seconds, peak RSS MB)."""
+        cmd = [sys.executable, "-m", "tap_dynamics", "--config", str(self.write_config(**settings))]
+        cmd += ["--catalog", str(self.tmp / "catalog.json")]
+        return run_child(cmd, self.env, stdout=subprocess.DEVNULL)
+
+    def raw(self, rows: int) -> dict[str, Any]:
+        """The raw loop over one chain of the tap's columns, in its own process."""
+        query = build_query(select=self.columns, orderby="modifiedon asc,accountid asc")
+        conn = {
+            **self.config,
+            "ca_bundle": self.emu.ca_bundle,
+            "first_url": f"{self.emu.url}{ACCOUNTS}?{query}",
+        }
+        (self.tmp / "conn.json").write_text(json.dumps(conn))
+        cmd = [sys.executable, "-m", "bench.raw_loop", str(self.tmp / "conn.json")]
+        out_path = self.tmp / "raw.json"
+        with out_path.open("wb") as out:
+            seconds, peak = run_child(cmd, self.env, stdout=out)
+        raw: dict[str, Any] = json.loads(out_path.read_text())
+        assert raw["rows"] == rows, raw
+        raw["loop_seconds"] = raw["seconds"]
+        raw["seconds"] = seconds  # whole process, as for the tap: start-up counts for both
+        raw["peak_rss_mb"] = peak
+        return raw
+
+
+def prepare(emu: Emulator, tmp: Path, page_size: int = 5000) -> Setup:
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": emu.ca_bundle}
+    cfg = emu.tap_config(
+        metadata_cache_dir=str(tmp / "cache"), page_size=page_size, streams=["account"]
+    )
+    (tmp / "config.json").write_text(json.dumps(cfg))
+    disc = subprocess.run(
+        [sys.executable, "-m", "tap_dynamics", "--config", str(tmp / "config.json"), "--discover"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    catalog = json.loads(disc.stdout)
+    columns: list[str] = []
+    for entry in catalog["streams"]:
+        for md in entry["metadata"]:
+            if md["breadcrumb"] == []:
+                md["metadata"]["selected"] = entry["tap_stream_id"] == "account"
+        if entry["tap_stream_id"] == "account":
+            columns = list(entry["schema"]["properties"])
+    (tmp / "catalog.json").write_text(json.dumps(catalog))
+    return Setup(emu, tmp, env, cfg, columns)
+
+
+def _counts(rows: int) -> dict[str, int]:
+    counts = seed.default_counts()
+    counts["account"] = rows
+    return counts
+
+
+def _is_probe(query: str) -> bool:
+    """The planner's probes ask for ``$top`` rows (``$count`` ones too); pages never do."""
+    return "$top=" in query or "%24top=" in query
 
 
 def bench_tap(rows: int, page_size: int = 5000) -> dict[str, Any]:
-    counts = seed.default_counts()
-    counts["account"] = rows
+    """The tap with its default settings (windows side by side) beside the raw loop."""
     t0 = time.perf_counter()
-    with Emulator(counts=counts) as emu, tempfile.TemporaryDirectory() as tmp_s:
+    with Emulator(counts=_counts(rows)) as emu, tempfile.TemporaryDirectory() as tmp_s:
         seeded = time.perf_counter() - t0
-        tmp = Path(tmp_s)
-        env = {**os.environ, "REQUESTS_CA_BUNDLE": emu.ca_bundle}
-        cfg = emu.tap_config(
-            metadata_cache_dir=str(tmp / "cache"), page_size=page_size, streams=["account"]
-        )
-        (tmp / "config.json").write_text(json.dumps(cfg))
-        disc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tap_dynamics",
-                "--config",
-                str(tmp / "config.json"),
-                "--discover",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            check=True,
-        )
-        catalog = json.loads(disc.stdout)
-        for entry in catalog["streams"]:
-            for md in entry["metadata"]:
-                if md["breadcrumb"] == []:
-                    md["metadata"]["selected"] = entry["tap_stream_id"] == "account"
-        (tmp / "catalog.json").write_text(json.dumps(catalog))
-
-        # The tap: the real CLI, records to /dev/null.
+        setup = prepare(emu, Path(tmp_s), page_size)
         emu.clear_log()
-        tap_cmd = [
-            sys.executable,
-            "-m",
-            "tap_dynamics",
-            "--config",
-            str(tmp / "config.json"),
-            "--catalog",
-            str(tmp / "catalog.json"),
-        ]
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            tap_cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        tap_seconds = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError("the tap failed")
-        tap_peak = usage.ru_maxrss / 1024
-        pages = emu.requests("/api/data/v9.2/accounts")
-        tap_requests = len(pages) + len(emu.requests("/oauth2/"))
-        first = pages[0]
-
-        # The raw loop: same first URL (same $select/$orderby), same page size.
-        conn = {
-            **cfg,
-            "ca_bundle": emu.ca_bundle,
-            "first_url": f"{emu.url}{first.path}?{first.query}",
-        }
-        (tmp / "conn.json").write_text(json.dumps(conn))
-        raw_seconds, raw_peak, out = run_measured(
-            [sys.executable, "-m", "bench.raw_loop", str(tmp / "conn.json")], env
-        )
-        raw = json.loads(out)
-        assert raw["rows"] == rows, raw
-        raw["loop_seconds"] = raw["seconds"]
-        raw["seconds"] = raw_seconds  # whole process, as for the tap: start-up counts for both
+        tap_seconds, tap_peak = setup.tap()
+        tap_requests = len(emu.requests(ACCOUNTS)) + len(emu.requests("/oauth2/"))
+        raw = setup.raw(rows)
     return {
         "rows": rows,
         "page_size": page_size,
+        "mode": "default settings: windows side by side (x-ms-dop-hint 4)",
         "seed_seconds": round(seeded, 1),
         "tap_seconds": round(tap_seconds, 2),
         "tap_records_per_s": round(rows / tap_seconds),
@@ -121,17 +164,129 @@ def bench_tap(rows: int, page_size: int = 5000) -> dict[str, Any]:
         "raw_seconds": round(raw["seconds"], 2),
         "raw_loop_only_seconds": round(raw["loop_seconds"], 2),
         "raw_records_per_s": round(rows / raw["seconds"]),
-        "raw_peak_rss_mb": round(raw_peak, 1),
+        "raw_peak_rss_mb": round(raw["peak_rss_mb"], 1),
         "ratio_to_raw": round(raw["seconds"] / tap_seconds, 2),
     }
+
+
+def bench_prerendered(rows: int = 200_000, page_size: int = 5000) -> dict[str, Any]:
+    """The client's cost: every page answered from pre-rendered bytes; the tap (one chain, the
+    same requests as the raw loop) beside the raw loop, all 154 columns."""
+    with (
+        Emulator(counts=_counts(rows), prerender=True) as emu,
+        tempfile.TemporaryDirectory() as tmp_s,
+    ):
+        setup = prepare(emu, Path(tmp_s), page_size)
+        setup.raw(rows)  # renders every page once; the runs below are answered from the cache
+        emu.reset_counters()
+        tap_seconds, tap_peak = setup.tap(max_parallel_requests=1)
+        raw = setup.raw(rows)
+        cache = emu.counters()["prerender"]
+    return {
+        "rows": rows,
+        "columns": len(setup.columns),
+        "tap_seconds": round(tap_seconds, 2),
+        "tap_records_per_s": round(rows / tap_seconds),
+        "tap_peak_rss_mb": round(tap_peak, 1),
+        "raw_seconds": round(raw["seconds"], 2),
+        "raw_loop_only_seconds": round(raw["loop_seconds"], 2),
+        "raw_records_per_s": round(rows / raw["seconds"]),
+        "ratio_to_raw": round(raw["seconds"] / tap_seconds, 2),
+        "goal": ">= 0.6",
+        "prerender": cache,
+    }
+
+
+def bench_parallel(
+    rows: int = 200_000,
+    servers: int = 1,
+    *,
+    time_scale: float = PARALLEL_TIME_SCALE,
+) -> dict[str, Any]:
+    """One table on a latency-bound service: the sequential floor, one chain, windows."""
+    model = CostModel(time_scale=time_scale)
+    with (
+        Emulator(
+            counts=_counts(rows),
+            cost_model=model,
+            service_protection=ServiceLimits(),
+            web_servers=servers,
+            dop_hint=4,
+            prerender=True,
+        ) as emu,
+        tempfile.TemporaryDirectory() as tmp_s,
+    ):
+        setup = prepare(emu, Path(tmp_s))
+        # Warm-up without the cost model: every page either read will ask for is rendered once
+        # (both reads are deterministic), so the timed runs measure waiting, not rendering.
+        emu.front.cost_model = None
+        setup.tap(max_parallel_requests=1)
+        setup.tap()
+        emu.front.cost_model = model
+        emu.protection.use(ServiceLimits())  # forget the warm-up's budgets
+
+        out: dict[str, Any] = {"rows": rows, "web_servers": servers, "dop_hint": 4}
+        out["time_scale"] = time_scale
+        runs: list[tuple[str, dict[str, Any]]] = [
+            ("sequential", {"max_parallel_requests": 1}),
+            ("parallel", {}),
+        ]
+        for name, settings in runs:
+            emu.clear_log()
+            emu.reset_counters()
+            seconds, peak = setup.tap(**settings)
+            log = emu.requests(ACCOUNTS)
+            pages = [e for e in log if not _is_probe(e.query)]
+            counters = emu.counters()
+            # From the first request's arrival to the last answer: the read without the
+            # process's start-up (imports, sign-in, catalog).
+            read = max(e.time + e.duration for e in log) - min(e.time for e in log)
+            run = {
+                "wall_seconds": round(seconds, 2),
+                "read_seconds": round(read, 2),
+                "wall_modelled_seconds": round(seconds / time_scale, 1),
+                "requests": len(log),
+                "page_requests": len(pages),
+                "probes": len(log) - len(pages),
+                "throttled_429": counters["throttled"],
+                "retry_after_violations": counters["retry_after_violations"],
+                "peak_concurrency": counters["peak_concurrency"],
+                "server_seconds": round(counters["server_seconds"], 1),
+                "peak_rss_mb": round(peak, 1),
+            }
+            if name == "sequential":
+                # The floor: the chain's pages one after the other, each its modelled time.
+                floor = sum(e.server_seconds or 0.0 for e in pages)
+                out["floor_modelled_seconds"] = round(floor, 1)
+                out["floor_real_seconds"] = round(floor * time_scale, 2)
+                run["ratio_to_floor"] = round(seconds / (floor * time_scale), 3)
+                run["read_ratio_to_floor"] = round(read / (floor * time_scale), 3)
+            out[name] = run
+        out["parallel"]["read_ratio_to_floor"] = round(
+            out["parallel"]["read_seconds"] / out["floor_real_seconds"], 3
+        )
+        out["parallel"]["ratio_to_floor"] = round(
+            out["parallel"]["wall_seconds"] / out["floor_real_seconds"], 3
+        )
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--page-size", type=int, default=5000)
+    p.add_argument("--prerendered", action="store_true", help="the client's cost, pre-rendered")
+    p.add_argument("--parallel", action="store_true", help="the cost model: floor vs windows")
+    p.add_argument("--servers", type=int, default=1)
+    p.add_argument("--time-scale", type=float, default=PARALLEL_TIME_SCALE)
     args = p.parse_args()
-    print(json.dumps(bench_tap(args.rows, args.page_size), indent=2))
+    if args.parallel:
+        result = bench_parallel(args.rows, args.servers, time_scale=args.time_scale)
+    elif args.prerendered:
+        result = bench_prerendered(args.rows, args.page_size)
+    else:
+        result = bench_tap(args.rows, args.page_size)
+    print(json.dumps(result, indent=2))
     return 0
 
 

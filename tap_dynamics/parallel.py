@@ -195,13 +195,30 @@ class Reader:
                 self.planning_seconds = max(self.planning_seconds, time.monotonic() - started)
                 self._cond.notify_all()
 
+    def _unstarted(self) -> int:
+        """Planned windows whose first request has not been sent (lock held)."""
+        n = 0
+        for p in range(self._part, len(self._parts)):
+            jobs = self._parts[p]
+            for i in range(self._head if p == self._part else 0, len(jobs)):
+                job = jobs[i]
+                n += job.requests == 0 and not job.in_flight and job.url is not None
+        return n
+
     def _pick(self) -> Job | None:
         """The earliest job with a request to make, if a request may start now (lock held)."""
         limit = self.gate.limit
         if self._probes_waiting or self._in_flight >= limit:
             return None
-        if not all(self._planned) and limit > 1 and self._pages_in_flight >= limit - 1:
-            return None  # while the plan is being made, one slot is kept for its probes
+        if (
+            not all(self._planned)
+            and limit > 1
+            and self._pages_in_flight >= limit - 1
+            and self._unstarted() < limit
+        ):
+            # While the plan is being made and is not ahead of the reading, one slot is kept for
+            # its probes (when it is ahead, they wait for the next free slot, before any page).
+            return None
         for p in range(self._part, len(self._parts)):
             jobs = self._parts[p]
             for i in range(self._head if p == self._part else 0, len(jobs)):

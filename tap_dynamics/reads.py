@@ -217,7 +217,7 @@ def parallel_bodies(
             page=page,
             expected_rows=expected_rows,
             from_start=start is None,
-            parts=max(2, ceiling // 2),
+            parts=max(2, ceiling),
         )
     reader = Reader(
         [window_jobs(probes, windows, select=select, keys=keys) for windows in parts],
