@@ -5,9 +5,12 @@
 
 Parts, each against its own emulator, the measured programs in their own processes:
 
-* tap: 100,000 and 1,000,000 accounts through the real CLI to /dev/null, beside the raw loop
-  (bench/tap_bench.py); records/s, requests per 1000 records, peak RSS, ratio to raw; the peak RSS
-  at 1,000,000 must stay within 10% of the one at 100,000;
+* tap: 100,000 and 1,000,000 accounts through the real CLI to /dev/null (default settings:
+  windows side by side), beside the raw loop (bench/tap_bench.py); records/s, requests per 1000
+  records, peak RSS, ratio to raw; the peak RSS at 1,000,000 must stay within 10% of the one at
+  100,000. Then the client's own cost (pre-rendered pages, one chain, tap/raw >= 0.6) and a real
+  organisation's latency (cost model, 200,000 accounts, 1 and 2 web servers): the sequential
+  floor, one chain's wall time, the windows' wall time (<= 0.30 and <= 0.17 of the floor);
 * discovery: crm_schema.xml and a generated 40 MB CSDL of the same shape (its entity types
   repeated under new names): parse time and peak traced memory, cold and from the cache;
 * target: 50,000 upserts beside the raw ``$batch`` loop (bench/target_bench.py);
@@ -32,7 +35,7 @@ from typing import Any
 
 from bench.delta_bench import bench_delta
 from bench.discovery_bench import GENERATED_MB, bench_big_discovery, bench_discovery
-from bench.tap_bench import bench_tap
+from bench.tap_bench import bench_parallel, bench_prerendered, bench_tap
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
@@ -146,6 +149,58 @@ def _tap_table(taps: dict[str, dict[str, Any]]) -> None:
         print("  " + " ".join(f"{data.get(k, '-')!s:>11}" for _, k in cols))
 
 
+#: The windows' wall time as a share of the sequential floor, by web servers (issue 11).
+PARALLEL_GOALS = {1: 0.30, 2: 0.17}
+PRERENDERED_GOAL = 0.6
+
+
+def _parallel_table(runs: dict[str, dict[str, Any]]) -> None:
+    print(
+        "\ntap on a latency-bound service: cost model, service protection, x-ms-dop-hint 4, "
+        "whole processes"
+    )
+    head = ["servers", "floor s", "seq wall", "seq/floor", "par wall", "par/floor", "goal"]
+    head += ["requests", "probes", "429s", "violations", "peak RSS"]
+    print("  " + " ".join(f"{h:>10}" for h in head))
+    for data in runs.values():
+        seq, par = data["sequential"], data["parallel"]
+        cells = [
+            data["web_servers"],
+            data["floor_real_seconds"],
+            seq["wall_seconds"],
+            seq["ratio_to_floor"],
+            par["wall_seconds"],
+            par["ratio_to_floor"],
+            data["goal"],
+            par["requests"],
+            par["probes"],
+            seq["throttled_429"] + par["throttled_429"],
+            seq["retry_after_violations"] + par["retry_after_violations"],
+            max(seq["peak_rss_mb"], par["peak_rss_mb"]),
+        ]
+        print("  " + " ".join(f"{c!s:>10}" for c in cells))
+
+
+def bench_tap_latency() -> dict[str, Any]:
+    """The client's cost (pre-rendered) and the windows on a latency-bound service."""
+    out: dict[str, Any] = {}
+    print("tap: 200,000 accounts, pre-rendered pages ...", flush=True)
+    pre = bench_prerendered(200_000)
+    pre["ok"] = pre["ratio_to_raw"] >= PRERENDERED_GOAL
+    out["tap_prerendered_200k"] = pre
+    _print_section("tap vs raw loop, pre-rendered pages (the client's own cost)", pre)
+    runs = {}
+    for servers, goal in PARALLEL_GOALS.items():
+        print(f"tap: 200,000 accounts, cost model, {servers} web server(s) ...", flush=True)
+        data = bench_parallel(200_000, servers)
+        data["goal"] = goal
+        data["ok"] = data["parallel"]["ratio_to_floor"] <= goal
+        runs[f"tap_parallel_{servers}_servers"] = data
+    out.update(runs)
+    _parallel_table(runs)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run every benchmark.")
     parser.add_argument("--quick", action="store_true", help="tap at 100,000 only; no comparison")
@@ -180,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
         _print_section("tap memory, 1,000,000 vs 100,000 rows", results["tap_memory"])
+    results.update(bench_tap_latency())
 
     print("\ndiscovery ...", flush=True)
     results["discovery"] = bench_discovery()

@@ -1,7 +1,7 @@
 """``kill -9`` in the middle of a run, then a rerun: nothing is lost.
 
-* The tap is killed after it emitted a STATE with a bookmark and more records after it; the rerun
-  starts from that last STATE. The union of both runs' keys is every row, and the only rows seen
+* The tap is killed after it emitted a STATE with a bookmark and more records after it, reading
+  one chain of pages or windows side by side; the rerun starts from that last STATE. The union of both runs' keys is every row, and the only rows seen
   twice are at or after the bookmark (at-least-once at the boundary, never a gap).
 * The target is killed after some ``$batch`` requests; the same input is given again. Upserts are
   idempotent, so the table equals the fault-free result: every record written once in effect.
@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from dynamics_emulator.cost import CostModel
 from dynamics_emulator.server import Emulator
 from tests.resilience.conftest import FaultMatrix, MatrixRow
 from tests.resilience.test_fault_matrix import (
@@ -36,19 +39,18 @@ PAGE = 1000
 
 
 def _kill_tap_mid_stream(
-    emu: Emulator, tmp: Path, catalog: dict[str, Any], after: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    emu: Emulator, tmp: Path, catalog: dict[str, Any], after: int, **config: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     """Start the tap, read its stdout line by line; after the first STATE with a bookmark and
-    ``after`` more records, SIGKILL. Returns (records read, last STATE value)."""
+    ``after`` more records, SIGKILL. Returns (records read, last STATE value, its stderr)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg = emu.tap_config(page_size=PAGE, metadata_cache_dir=str(tmp / "cache"))
+    cfg = emu.tap_config(page_size=PAGE, metadata_cache_dir=str(tmp / "cache"), **config)
     (tmp / "config.json").write_text(json.dumps(cfg))
     (tmp / "catalog.json").write_text(json.dumps(catalog))
     cmd = [*TAP, "--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")]
     env = {**os.environ, "REQUESTS_CA_BUNDLE": emu.ca_bundle}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+    log = (tmp / "stderr.txt").open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     records: list[dict[str, Any]] = []
     state: dict[str, Any] | None = None
     since_state = -1
@@ -73,28 +75,53 @@ def _kill_tap_mid_stream(
             proc.kill()
         proc.wait(timeout=60)
         proc.stdout.close()
+        log.close()
     assert proc.returncode == -signal.SIGKILL, "the tap finished before it could be killed"
     assert state is not None
-    return records, state
+    return records, state, (tmp / "stderr.txt").read_text()
 
 
-def test_tap_kill_9_then_resume_from_last_state(tmp_path: Path, fault_matrix: FaultMatrix) -> None:
-    with Emulator(counts={**SMALL, "account": ROWS}) as emu:
+#: (emulator options, tap settings, what the tap's log says of how it read)
+MODES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "one-chain": ({}, {"max_parallel_requests": 1}, "as one chain of pages"),
+    # The cost model at a small scale: the windows' requests really overlap when it is killed.
+    "windows": (
+        {"cost_model": CostModel(time_scale=0.002)},
+        {},
+        "in windows of modifiedon side by side",
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_tap_kill_9_then_resume_from_last_state(
+    tmp_path: Path, fault_matrix: FaultMatrix, mode: str
+) -> None:
+    options, settings, how = MODES[mode]
+    with Emulator(counts={**SMALL, "account": ROWS}, **options) as emu:
         catalog = select(discover(emu, tmp_path / "d", page_size=PAGE), ["account"])
-        first, state = _kill_tap_mid_stream(emu, tmp_path / "1", catalog, after=1500)
+        first, state, log = _kill_tap_mid_stream(
+            emu, tmp_path / "1", catalog, after=1500, **settings
+        )
+        assert how in log
         assert 0 < len(first) < ROWS
         bookmark = state["bookmarks"]["account"]["replication_key_value"]
         second = run_tap(
-            emu, tmp_path / "2", catalog=catalog, state=state, config={"page_size": PAGE}
+            emu,
+            tmp_path / "2",
+            catalog=catalog,
+            state=state,
+            config={"page_size": PAGE, **settings},
         )
         assert second.returncode == 0, second.stderr[-3000:]
+        assert how in second.stderr
         all_ids = set(emu.row_ids("account"))
     first_ids = {r["accountid"] for r in first}
     rows2 = second.records("account")
     second_ids = {r["accountid"] for r in rows2}
     lost = len(all_ids - (first_ids | second_ids))
     fault_matrix.record(
-        MatrixRow("tap", "kill-9-mid-stream-then-resume", 1, 2, len(all_ids), lost, 0)
+        MatrixRow("tap", f"kill-9-mid-stream-then-resume-{mode}", 1, 2, len(all_ids), lost, 0)
     )
     assert lost == 0
     # The rerun starts at the bookmark (`ge`), so only rows at or after it come twice.
