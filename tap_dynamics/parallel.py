@@ -16,8 +16,9 @@ Bounds:
 - at most ``ceiling + PREFETCH`` pages are held at once (in flight or waiting to be handed over,
   as bytes); only the window being handed over may go past it, so the reader never stalls.
 
-Windows come from an iterator (the planner) that may itself make requests (probes): it runs in
-its own thread, and its requests take a slot before any page request waiting for one.
+Windows come from iterators (the planner's walks) that may themselves make requests (probes):
+each runs in its own thread, and their requests take a slot before any page request waiting for
+one, at most a quarter of the slots (at least one) at a time.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class Reader:
         self._pages_in_flight = 0
         self._held = 0  # pages in flight or waiting
         self._probes_waiting = 0
+        self._probes_in_flight = 0
         self._stop = False
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -151,26 +153,38 @@ class Reader:
 
     # -- the planner's requests -------------------------------------------------------------
 
+    def _probe_cap(self) -> int:
+        """Probes in flight at most: a quarter of the limit (at least one). One probe at a time
+        plans windows several times faster than pages are read; more would only take slots
+        from the pages."""
+        return max(1, self.gate.limit // 4)
+
+    def _probe_may_start(self) -> bool:
+        return self._in_flight < self.gate.limit and self._probes_in_flight < self._probe_cap()
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         """A request slot for the planner (before any page request waiting for one)."""
         with self._cond:
             self._probes_waiting += 1
             try:
-                while not self._stop and self._in_flight >= self.gate.limit:
+                while not self._stop and not self._probe_may_start():
                     self._cond.wait()
             finally:
                 self._probes_waiting -= 1
             if self._stop:
                 raise Stopped
             self._in_flight += 1
+            self._probes_in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             started = self.gate.start()
+            self._cond.notify_all()  # page requests held back for this probe may go now
         try:
             yield
         finally:
             with self._cond:
                 self._in_flight -= 1
+                self._probes_in_flight -= 1
                 self.gate.done(started)
                 self._cond.notify_all()
 
@@ -208,7 +222,7 @@ class Reader:
     def _pick(self) -> Job | None:
         """The earliest job with a request to make, if a request may start now (lock held)."""
         limit = self.gate.limit
-        if self._probes_waiting or self._in_flight >= limit:
+        if self._in_flight >= limit or (self._probes_waiting and self._probe_may_start()):
             return None
         if (
             not all(self._planned)

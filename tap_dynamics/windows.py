@@ -377,8 +377,10 @@ def _part(
     open_end: bool,
 ) -> Iterator[Window]:
     walk = _Walk(probes, column, base=base, within=None, page=page, expected_rows=expected_rows)
-    previous: Window | None = None
+    # Each window is handed over as soon as it is decided (the reader starts on it at once);
+    # the rows past the walk's end (modified since the plan was made) come in one open window.
     first = nulls_first
+    seen = False
     for window in walk.run(lo, hi):
         if first:
             first = False
@@ -386,19 +388,13 @@ def _part(
                 window = replace(window, lo=None, with_nulls=True)
             else:
                 yield Window(column, None, lo, with_nulls=True)
-        if previous is not None:
-            yield previous
-        previous = window
-    if not open_end:
-        if previous is not None:
-            yield previous
+        seen = True
+        yield window
+    if not seen:
+        if open_end:
+            yield Window(column, None if nulls_first else lo, None, with_nulls=nulls_first)
         elif nulls_first:
             yield Window(column, None, lo, with_nulls=True)
         return
-    if previous is None:
-        yield Window(column, None if nulls_first else lo, None, with_nulls=nulls_first)
-    elif previous.within is not None:
-        yield previous
-        yield Window(column, previous.within[1] + 1, None)
-    else:
-        yield replace(previous, hi=None, rows=None)
+    if open_end:
+        yield Window(column, hi, None)
