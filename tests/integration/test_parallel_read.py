@@ -152,7 +152,7 @@ def test_a_full_table_stream_is_split_on_createdon(
             md["metadata"].pop("replication-key", None)
             if md["breadcrumb"] == ["properties", "modifiedon"]:
                 md["metadata"]["selected"] = False
-    run, log = _read(emu, tmp_path, full)
+    run, _ = _read(emu, tmp_path, full)
     rows = run.records("account")
     assert len(rows) == ROWS == len({r["accountid"] for r in rows})
     assert "in windows of createdon side by side" in run.stderr
@@ -198,3 +198,24 @@ def test_throttled_for_concurrency_the_read_slows_down_and_completes(
     assert len(rows) == ROWS
     assert counters["throttled"] > 0
     assert "throttled periods" in run.stderr and "(lowest 4 " not in run.stderr
+
+
+def test_two_web_servers_take_the_hint_for_each(tmp_path: Path) -> None:
+    # The service's limits are per web server: the tap, which does not send the affinity cookie
+    # back, sees two servers answer its probes and keeps the hint (2) for each in flight.
+    with Emulator(
+        counts={**SMALL, "account": 2000},
+        cost_model=CostModel(time_scale=0.002),
+        web_servers=2,
+        dop_hint=2,
+    ) as emu:
+        cat = select(discover(emu, tmp_path / "d"), ["account"])
+        emu.reset_counters()
+        run = run_tap(emu, tmp_path / "r", catalog=cat, config={"page_size": PAGE})
+        counters = emu.counters()
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = run.records("account")
+    assert len(rows) == len({r["accountid"] for r in rows}) == 2000
+    assert "the limit was 4 " in run.stderr
+    assert 2 < counters["peak_concurrency"] <= 4
+    assert all(s["requests"] > 0 for s in counters["servers"])
