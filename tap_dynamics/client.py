@@ -32,8 +32,16 @@ from tap_dynamics.formatted import (
     source_columns,
 )
 from tap_dynamics.lines import Lines, PageLines
-from tap_dynamics.parallel import Reader, chain
-from tap_dynamics.reads import HttpProbes, ReadPlan, choose, parallel_bodies, split_column
+from tap_dynamics.pages import links_of
+from tap_dynamics.parallel import chain
+from tap_dynamics.reads import (
+    HttpProbes,
+    ReadPlan,
+    choose,
+    parallel_bodies,
+    split_column,
+    summary,
+)
 from tap_dynamics.writer import FastWriter
 
 if t.TYPE_CHECKING:
@@ -48,31 +56,6 @@ T = t.TypeVar("T")
 # Dataverse returns JSON numbers for Edm.Decimal and money; parsing them as Decimal keeps them
 # exact (a float would round 922337203685477.1234).
 _decode = msgspec.json.Decoder(float_hook=Decimal).decode
-
-
-class _Links(msgspec.Struct):
-    next: str | None = msgspec.field(default=None, name="@odata.nextLink")
-    delta: str | None = msgspec.field(default=None, name="@odata.deltaLink")
-
-
-# Reads just the two links of a page, skipping the rows without building them.
-_links = msgspec.json.Decoder(_Links).decode
-_VALUE = b'"value":'
-_LINK_NAMES = (b'"@odata.nextLink"', b'"@odata.deltaLink"')
-
-
-def links_of(content: bytes) -> _Links:
-    """The page's next and delta links, read from the bytes after the rows when the page has
-    the service's shape (context, rows, then the links), so that the fetching thread does not
-    scan tens of MB before it sends the next request; otherwise from the whole page."""
-    head = content.find(_VALUE, 0, 1 << 16)
-    close = content.rfind(b"]")
-    if head > 0 and close > head and not any(n in content[:head] for n in _LINK_NAMES):
-        try:
-            return _links(b'{"_":0' + content[close + 1 :])
-        except msgspec.DecodeError:
-            pass  # a "]" inside the links themselves: read the whole page
-    return _links(content)
 
 
 #: The smallest page asked for when the service finds pages too big (0x80040216).
@@ -330,27 +313,13 @@ class DynamicsStream(Stream):
             fetch=lambda url, p: self._fetch_page(url, p)[:2],
             name=self.name,
             stats=lambda: self.client.stats.throttled_waits,
-            report=self._report_windows,
+            report=lambda reader, p: self.logger.info(
+                "Read '%s' %s.", self.name, summary(reader, p)
+            ),
         )
 
     def _fetch_page(self, url: str, params: str | None) -> tuple[bytes, str | None, str | None]:
         return self._fetch(url, params, track_changes=False)
-
-    def _report_windows(self, reader: Reader, probes: HttpProbes) -> None:
-        windows = reader.jobs_seen
-        self.logger.info(
-            "Read '%s' in %d windows (planned in %.1f s): %d page requests and %d probes, at "
-            "most %d in flight; the limit was %d (lowest %d after %d throttled periods).",
-            self.name,
-            windows,
-            reader.planning_seconds,
-            reader.page_requests,
-            probes.requests,
-            reader.peak_in_flight,
-            reader.gate.ceiling,
-            reader.gate.lowest,
-            reader.gate.decreases,
-        )
 
     def get_records(self, context: t.Mapping[str, t.Any] | None) -> Iterable[dict[str, t.Any]]:
         yield from tracked(self._start_progress(context), self._records(context))

@@ -26,7 +26,7 @@ from dynamics_api.odata import build_query
 from tap_dynamics.parallel import Gate, Job, Reader
 from tap_dynamics.windows import COUNT_CAP, SECOND_COLUMN, Window, epoch, literal, plan_parts
 
-__all__ = ["DEFAULT_CEILING", "HttpProbes", "ReadPlan", "choose", "split_column"]
+__all__ = ["DEFAULT_CEILING", "HttpProbes", "ReadPlan", "choose", "split_column", "summary"]
 
 #: Requests in flight when ``max_parallel_requests`` is not set and the service's hint is
 #: higher: every request in flight holds a page (up to tens of MB) in memory.
@@ -232,3 +232,13 @@ def parallel_bodies(
     finally:
         probes.slot = nullcontext
         report(reader, probes)
+
+
+def summary(reader: Reader, probes: HttpProbes) -> str:
+    """What a read in windows did, for the log line at its end."""
+    return (
+        f"in {reader.jobs_seen} windows (planned in {reader.planning_seconds:.1f} s): "
+        f"{reader.page_requests} page requests and {probes.requests} probes, at most "
+        f"{reader.peak_in_flight} in flight; the limit was {reader.gate.ceiling} (lowest "
+        f"{reader.gate.lowest} after {reader.gate.decreases} throttled periods)"
+    )

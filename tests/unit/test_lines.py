@@ -9,8 +9,8 @@ import msgspec
 import orjson
 import pytest
 
-from tap_dynamics.client import _links, links_of
 from tap_dynamics.lines import Lines
+from tap_dynamics.pages import _links, links_of
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ROWS = [

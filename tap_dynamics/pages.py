@@ -1,0 +1,37 @@
+"""What a page's bytes say besides its rows: the next and delta links.
+
+A Dataverse page is ``{"@odata.context": ..., "value": [row, ...], "@odata.nextLink": ...}``.
+The thread that fetches pages needs only the links, to send the next request at once; the rows
+are decoded later by the thread that writes them (``tap_dynamics.lines``).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["links_of"]
+
+
+class _Links(msgspec.Struct):
+    next: str | None = msgspec.field(default=None, name="@odata.nextLink")
+    delta: str | None = msgspec.field(default=None, name="@odata.deltaLink")
+
+
+# Reads just the two links of a page, skipping the rows without building them.
+_links = msgspec.json.Decoder(_Links).decode
+_VALUE = b'"value":'
+_LINK_NAMES = (b'"@odata.nextLink"', b'"@odata.deltaLink"')
+
+
+def links_of(content: bytes) -> _Links:
+    """The page's next and delta links, read from the bytes after the rows when the page has
+    the service's shape (context, rows, then the links), so that the fetching thread does not
+    scan tens of MB before it sends the next request; otherwise from the whole page."""
+    head = content.find(_VALUE, 0, 1 << 16)
+    close = content.rfind(b"]")
+    if head > 0 and close > head and not any(n in content[:head] for n in _LINK_NAMES):
+        try:
+            return _links(b'{"_":0' + content[close + 1 :])
+        except msgspec.DecodeError:
+            pass  # a "]" inside the links themselves: read the whole page
+    return _links(content)
