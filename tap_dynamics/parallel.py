@@ -144,7 +144,7 @@ class Reader:
         self.peak_in_flight = 0
         self.page_requests = 0
         self.planning_seconds = 0.0
-        self.capacity = 2 * gate.ceiling + PREFETCH
+        self.capacity = gate.ceiling + PREFETCH
 
     @property
     def jobs_seen(self) -> int:
