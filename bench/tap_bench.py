@@ -78,11 +78,14 @@ class Setup:
         path.write_text(json.dumps({**self.config, **settings}))
         return path
 
-    def tap(self, **settings: Any) -> tuple[float, float]:
-        """One run of the CLI to /dev/null: (wall seconds, peak RSS MB)."""
+    def tap(self, out: Path | None = None, **settings: Any) -> tuple[float, float]:
+        """One run of the CLI to ``out`` (default /dev/null): (wall seconds, peak RSS MB)."""
         cmd = [sys.executable, "-m", "tap_dynamics", "--config", str(self.write_config(**settings))]
         cmd += ["--catalog", str(self.tmp / "catalog.json")]
-        return run_child(cmd, self.env, stdout=subprocess.DEVNULL)
+        if out is None:
+            return run_child(cmd, self.env, stdout=subprocess.DEVNULL)
+        with out.open("wb") as sink:
+            return run_child(cmd, self.env, stdout=sink)
 
     def raw(self, rows: int) -> dict[str, Any]:
         """The raw loop over one chain of the tap's columns, in its own process."""
@@ -103,6 +106,24 @@ class Setup:
         raw["seconds"] = seconds  # whole process, as for the tap: start-up counts for both
         raw["peak_rss_mb"] = peak
         return raw
+
+
+def check_records(out: Path, expected: set[str]) -> dict[str, Any]:
+    """What a run wrote against the table's keys: rows lost, duplicated, out of order."""
+    seen: list[str] = []
+    times: list[str] = []
+    with out.open("rb") as lines:
+        for line in lines:
+            if line.startswith(b'{"type":"RECORD"'):
+                record = json.loads(line)["record"]
+                seen.append(record["accountid"])
+                times.append(record["modifiedon"] or "")
+    return {
+        "records": len(seen),
+        "lost": len(expected - set(seen)),
+        "duplicated": len(seen) - len(set(seen)),
+        "in_modifiedon_order": times == sorted(times),
+    }
 
 
 def prepare(emu: Emulator, tmp: Path, page_size: int = 5000) -> Setup:
@@ -225,6 +246,7 @@ def bench_parallel(
         emu.front.cost_model = model
         emu.protection.use(ServiceLimits())  # forget the warm-up's budgets
 
+        keys = set(emu.row_ids("account"))
         out: dict[str, Any] = {"rows": rows, "web_servers": servers, "dop_hint": 4}
         out["time_scale"] = time_scale
         runs: list[tuple[str, dict[str, Any]]] = [
@@ -234,7 +256,8 @@ def bench_parallel(
         for name, settings in runs:
             emu.clear_log()
             emu.reset_counters()
-            seconds, peak = setup.tap(**settings)
+            out_file = setup.tmp / f"{name}.jsonl"
+            seconds, peak = setup.tap(out_file, **settings)
             log = emu.requests(ACCOUNTS)
             pages = [e for e in log if not _is_probe(e.query)]
             counters = emu.counters()
@@ -255,6 +278,8 @@ def bench_parallel(
                 "server_seconds": round(counters["server_seconds"], 1),
                 "peak_rss_mb": round(peak, 1),
             }
+            run.update(check_records(out_file, keys))
+            out_file.unlink()
             if name == "sequential":
                 # The floor: the chain's pages one after the other, each its modelled time.
                 floor = sum(e.server_seconds or 0.0 for e in pages)
