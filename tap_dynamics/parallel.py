@@ -13,7 +13,7 @@ Bounds:
   throttles (the client counts the 429s it waited for; the wait itself is the client's, exactly
   the ``Retry-After`` given, and holds every request of the client) and grows back by one after
   as many answers as the limit without throttling;
-- at most ``ceiling + PREFETCH`` pages are held at once (in flight or waiting to be handed over,
+- at most ``2 * ceiling + PREFETCH`` pages are held at once (in flight or waiting to be handed over,
   as bytes); only the window being handed over may go past it, so the reader never stalls.
 
 Windows come from iterators (the planner's walks) that may themselves make requests (probes):
@@ -144,7 +144,7 @@ class Reader:
         self.peak_in_flight = 0
         self.page_requests = 0
         self.planning_seconds = 0.0
-        self.capacity = gate.ceiling + PREFETCH
+        self.capacity = 2 * gate.ceiling + PREFETCH
 
     @property
     def jobs_seen(self) -> int:

@@ -87,7 +87,7 @@ def test_pages_held_stay_under_the_cap_while_the_consumer_is_slow() -> None:
         time.sleep(0.002)
     # The window being handed over may have one request beyond the cap (the reader never stalls).
     assert max(held) <= reader.capacity + 1
-    assert reader.capacity == 3 + PREFETCH
+    assert reader.capacity == 2 * 3 + PREFETCH
 
 
 def test_the_first_error_stops_the_read_and_reaches_the_consumer() -> None:
