@@ -120,6 +120,9 @@ class Entity:
         is_intersect, is_virtual, is_private: metadata flags used to skip tables in discovery.
         activity_type: for activity tables, the ``activitytypecode`` value (``email``).
         description: a short English description.
+        table_type: ``Standard`` or ``Elastic`` (EntityMetadata.TableType): a bulk message on an
+            elastic table writes each row on its own (partial success), on a standard table the
+            whole request is one transaction.
     """
 
     logical_name: str
@@ -137,6 +140,11 @@ class Entity:
     is_private: bool = False
     activity_type: str | None = None
     description: str = ""
+    table_type: str = "Standard"
+
+    @property
+    def elastic(self) -> bool:
+        return self.table_type == "Elastic"
 
     def attribute(self, name: str) -> Attribute | None:
         return self.attributes.get(name)
@@ -252,6 +260,7 @@ def _entity(t: dict[str, Any], spec: dict[str, Any]) -> Entity:
         is_custom=t.get("is_custom", False),
         activity_type=t.get("activity_type"),
         description=t.get("description", ""),
+        table_type=t.get("table_type", "Standard"),
     )
 
 
