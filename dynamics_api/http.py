@@ -34,7 +34,14 @@ import requests
 import requests.adapters
 
 from .cloud import normalize_environment_url
-from .errors import ApiError, ConfigError, api_error, parse_error_body, request_id_of
+from .errors import (
+    ApiError,
+    ConfigError,
+    api_error,
+    parse_error_annotations,
+    parse_error_body,
+    request_id_of,
+)
 from .retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from .session_base import VerifiedSession
 from .stats import ClientStats
@@ -590,6 +597,7 @@ class DataverseClient:
             hint=hint,
             is_collection=is_collection,
             request_id=request_id_of(response.headers),
+            annotations=parse_error_annotations(error_body),
         )
 
 

@@ -44,6 +44,8 @@ class StreamCounts:
     rejected: int = 0
     retried: int = 0
     batches: int = 0
+    bulk_requests: int = 0
+    isolating_requests: int = 0  # bulk and $batch requests spent finding a bulk request's bad rows
     deletions: int = 0  # records deleted at source that were sent (delete or deactivate)
     deleted: int = 0
     deactivated: int = 0
@@ -118,7 +120,12 @@ def _summary_parts(c: dict[str, int], *, dry_run: bool) -> list[str]:
         f"{c['failed']} failed ({c['invalid']} invalid, {c['rejected']} rejected by Dataverse; "
         "all dead-lettered)"
     )
-    parts.append(f"{c['retried']} operations retried, {c['batches']} $batch requests")
+    requests = f"{c['retried']} operations retried, {c['batches']} $batch requests"
+    if c["bulk_requests"]:
+        requests += f", {c['bulk_requests']} bulk requests"
+    if c["isolating_requests"]:
+        requests += f" ({c['isolating_requests']} requests to isolate failed records)"
+    parts.append(requests)
     return parts
 
 
