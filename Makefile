@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PIP_QUIET ?= --quiet
 
 .PHONY: install demo test test-long lint typecheck unit bench emulator clean
 
@@ -10,8 +11,8 @@ STAMP := $(VENV)/.installed
 # tests, the demo and the benchmarks run against).
 $(STAMP): pyproject.toml emulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./emulator
+	$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(BIN)/python -m pip install $(PIP_QUIET) -e '.[dev]' -e ./emulator
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +32,11 @@ test: lint typecheck unit
 test-long: $(STAMP)
 	$(BIN)/pytest -m long
 
-demo: $(STAMP)
+# The first `make demo` sets up .venv with pip's output showing (a quiet install would leave the
+# user looking at silence for minutes); scripts/demo.py then says what each step does.
+demo:
+	@test -f $(STAMP) || echo "First run: setting up .venv, about 1-2 minutes (65 s measured on 2 cores with no pip cache and a nearby package index; longer on a slow network), then Meltano installs its plugins (10-30 s)."
+	@$(MAKE) --no-print-directory $(STAMP) PIP_QUIET=
 	$(BIN)/python scripts/demo.py
 
 bench: $(STAMP)

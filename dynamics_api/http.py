@@ -193,6 +193,7 @@ class DataverseClient:
         entity: str | None = None,
         stream: bool = False,
         idempotent: bool | None = None,
+        max_retries: int | None = None,
     ) -> requests.Response:
         """Send one Web API request, retrying as the policy says, and return a successful response.
 
@@ -210,6 +211,8 @@ class DataverseClient:
             idempotent: whether the request may be re-sent after a failure that could have
                 happened after the service acted on it; default True for every method but POST.
                 A POST that is safe to repeat (a ``$batch`` of upserts) may pass True.
+            max_retries: retries of this request at most (default: the policy's); 0 sends it
+                once, for a request whose failure does not matter (nothing is waited or logged).
 
         Returns:
             The response (status < 400), its body already read unless ``stream``.
@@ -228,6 +231,7 @@ class DataverseClient:
         send_headers = self._headers_for(method, headers, has_json=json is not None)
         resend_ok = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
         retries = 0
+        limit = self.retry.max_retries if max_retries is None else max_retries
         refreshed = False
         token: str | None = None
         while True:
@@ -247,7 +251,9 @@ class DataverseClient:
                     stream=True,
                 )
             except NETWORK_ERRORS as exc:
-                retries = self._after_network_error(exc, method, path, entity, retries, resend_ok)
+                retries = self._after_network_error(
+                    exc, method, path, entity, retries, resend_ok, limit
+                )
                 token = None
                 continue
             status = response.status_code
@@ -260,7 +266,7 @@ class DataverseClient:
                 except NETWORK_ERRORS as exc:
                     response.close()
                     retries = self._after_network_error(
-                        exc, method, path, entity, retries, resend_ok
+                        exc, method, path, entity, retries, resend_ok, limit
                     )
                     token = None
                     continue
@@ -274,7 +280,7 @@ class DataverseClient:
                 continue
             if status in RETRYABLE_STATUS:
                 retries = self._after_retryable_status(
-                    response, error_body, method, path, entity, retries
+                    response, error_body, method, path, entity, retries, limit
                 )
                 token = None
                 continue
@@ -461,6 +467,7 @@ class DataverseClient:
         path: str,
         entity: str | None,
         retries: int,
+        limit: int,
     ) -> int:
         """Wait before the next attempt after a 429/5xx, or raise when the policy says stop."""
         status = response.status_code
@@ -473,9 +480,9 @@ class DataverseClient:
                 f"max_retry_after ({policy.max_retry_after:.0f} s): run again later, or use "
                 "fewer parallel requests."
             )
-        elif policy.exhausted(retries):
+        elif policy.exhausted(retries, limit):
             stop = (
-                f"Gave up after {policy.max_retries} retries: the service is throttling or "
+                f"Gave up after {limit} retries: the service is throttling or "
                 "failing; try again later."
             )
         if stop is not None:
@@ -490,7 +497,7 @@ class DataverseClient:
         self._wait(
             wait,
             f"Dataverse answered {status} on {method} {_log_path(path)}: retry {retries} of "
-            f"{policy.max_retries}",
+            f"{limit}",
             throttled=status == 429,
             given=asked is not None,
         )
@@ -504,6 +511,7 @@ class DataverseClient:
         entity: str | None,
         retries: int,
         resend_ok: bool,
+        limit: int,
     ) -> int:
         """Wait before the next attempt after a failed exchange, or raise."""
         self.stats.add(network_errors=1)
@@ -524,7 +532,7 @@ class DataverseClient:
                     "because repeating it could apply it twice."
                 ),
             ) from None
-        if self.retry.exhausted(retries):
+        if self.retry.exhausted(retries, limit):
             if before_send:
                 raise self._unreachable(method, path, entity, reason) from None
             raise api_error(
@@ -534,7 +542,7 @@ class DataverseClient:
                 message=reason,
                 entity=entity,
                 hint=(
-                    f"Gave up after {self.retry.max_retries} retries: the connection to "
+                    f"Gave up after {limit} retries: the connection to "
                     f"{self.host} keeps failing; check the network or proxy, or raise the timeout."
                 ),
             ) from None
@@ -543,7 +551,7 @@ class DataverseClient:
         self.stats.add(retries=1)
         self._wait(
             wait,
-            f"{reason} on {method} {_log_path(path)}: retry {retries} of {self.retry.max_retries}",
+            f"{reason} on {method} {_log_path(path)}: retry {retries} of {limit}",
             throttled=False,
             given=False,
         )

@@ -84,6 +84,8 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
     waited_seconds: float = field(default=0.0, init=False)
     waits: int = field(default=0, init=False)
+    #: The part of ``waited_seconds`` spent because the service throttled (429).
+    throttled_seconds: float = field(default=0.0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -131,4 +133,6 @@ class RetryPolicy:
         with self._lock:
             self.waited_seconds += seconds
             self.waits += 1
+            if throttled:
+                self.throttled_seconds += seconds
         self.sleep(seconds)

@@ -51,7 +51,7 @@ def client_from_config(
         one = len(missing) == 1
         raise ConfigError(
             f"{names} {'is' if one else 'are'} not set: add {'it' if one else 'them'} to the "
-            f"config file (with Meltano: `meltano config {plugin} set ...` or {envs})."
+            f"config file (with Meltano: `meltano config set {plugin} ...` or {envs})."
         )
     url = normalize_environment_url(str(config["environment_url"]))
     tokens = TokenProvider.from_config({**config, "environment_url": url})

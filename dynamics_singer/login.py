@@ -4,7 +4,7 @@
 It reads the auth settings from ``--config`` files and the ``<PREFIX><NAME>`` variables Meltano
 sets, signs the user in through :func:`dynamics_api.auth.sign_in` (which keeps the tokens in the
 token cache), and says where the refresh token went: the cache file (not shown), or, without
-``token_cache_path``, the ``meltano config <prog> set refresh_token '...'`` command on stdout, the
+``token_cache_path``, the ``meltano config set <prog> refresh_token '...'`` command on stdout, the
 only place a token is ever written.
 """
 
@@ -34,7 +34,7 @@ def _say(out: t.TextIO, text: str) -> None:
 
 def _meltano_command(plugin: str, token: str) -> str:
     quoted = "'" + token.replace("'", "'\"'\"'") + "'"
-    return f"meltano config {plugin} set refresh_token {quoted}"
+    return f"meltano config set {plugin} refresh_token {quoted}"
 
 
 def run_login(
@@ -57,7 +57,7 @@ def run_login(
 
     Returns:
         The result; with ``token_cache_path`` the token is in that file (mode 0600), otherwise
-        the ``meltano config <plugin> set refresh_token '...'`` command was printed to stdout.
+        the ``meltano config set <plugin> refresh_token '...'`` command was printed to stdout.
 
     Raises:
         ConfigError, AuthError: as ``sign_in``.

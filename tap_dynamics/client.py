@@ -27,6 +27,7 @@ from singer_sdk.singerlib import CatalogEntry
 from dynamics_api.errors import ApiError, ConfigError, api_error
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
+from dynamics_singer.progress import StreamProgress, interval_of, total_record_count, tracked
 from tap_dynamics.batches import write_batches
 from tap_dynamics.formatted import (
     formatted_columns,
@@ -86,6 +87,8 @@ class DynamicsStream(Stream):
     """
 
     entity_set: str = ""
+    #: Rows and pages of the current sync, for the progress lines.
+    progress: StreamProgress | None = None
     #: Tables found through a wildcard in custom_entities: one the user may not read is skipped
     #: with a warning instead of failing the run.
     skip_if_denied: bool = False
@@ -264,7 +267,10 @@ class DynamicsStream(Stream):
                 kind, item = results.get()
                 if kind == "page":
                     content, delta = item
-                    yield _decode(content).get("value", []), delta
+                    rows = _decode(content).get("value", [])
+                    if self.progress is not None:
+                        self.progress.page(len(rows))
+                    yield rows, delta
                 elif kind == "done":
                     return
                 else:
@@ -279,6 +285,22 @@ class DynamicsStream(Stream):
                     worker.join(timeout=0.05)
 
     def get_records(self, context: t.Mapping[str, t.Any] | None) -> Iterable[dict[str, t.Any]]:
+        # Progress lines (dynamics_singer.progress): pages are counted in _pages; the total is
+        # asked for only when the whole table is read, so that it means the rows to come.
+        self.progress = StreamProgress(
+            self.logger, lambda: self.client, self.name, interval=interval_of(self.config)
+        )
+        if self._reads_whole_table(context):
+            self.progress.total = total_record_count(self.client, self.name)
+        yield from tracked(self.progress, self._records(context))
+
+    def _reads_whole_table(self, context: t.Mapping[str, t.Any] | None) -> bool:
+        if self.change_tracking:
+            state = self.get_context_state(context)
+            return not state.get("delta_link") and state.get("fallback_modifiedon") is None
+        return not self.replication_key or self.get_starting_timestamp(context) is None
+
+    def _records(self, context: t.Mapping[str, t.Any] | None) -> Iterator[dict[str, t.Any]]:
         if self.change_tracking:
             yield from self._tracked_records(context)
             return

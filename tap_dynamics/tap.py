@@ -14,6 +14,7 @@ from dynamics_api.metadata import EntityModel, json_schema
 from dynamics_singer.cli import run_plugin
 from dynamics_singer.config import SentenceConfigErrors
 from dynamics_singer.connection import client_from_config, load_model
+from dynamics_singer.progress import PROGRESS_SETTINGS
 from dynamics_singer.settings import CONNECTION_SETTINGS, METADATA_SETTINGS
 from tap_dynamics.client import DynamicsStream
 from tap_dynamics.formatted import FormattedColumnError, extend_schema
@@ -104,6 +105,7 @@ class TapDynamics(SentenceConfigErrors, Tap):
             description="Rows per page (`Prefer: odata.maxpagesize`), at most 5000.",
         ),
         *METADATA_SETTINGS,
+        *PROGRESS_SETTINGS,
     ).to_dict()
 
     _client: DataverseClient | None = None

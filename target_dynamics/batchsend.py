@@ -78,6 +78,7 @@ def _send_with_retries(
                     item.key,
                     item.kind,
                 )
+            writer.answered()
             return
         report.add(stream, batches=1)
         try:
@@ -142,6 +143,7 @@ def _send_with_retries(
             report.add(stream, rejected=1)
             writer.dead_letter(plan, item.record, status or None, code, message, item.key, kind)
         writer.count_done(plan, done, on_done)
+        writer.answered()
         pending = retry
         if pending:
             report.add(stream, retried=len(pending))

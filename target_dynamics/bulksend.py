@@ -88,9 +88,11 @@ def send_bulk(
             if err.status in (0, 401, 403) or err.retryable:
                 raise  # the run cannot go on: no STATE past these records
             _after_failure(writer, part, plan, route, err, pending, on_done)
+            writer.answered()
             continue
         report.add(stream, bulk_requests=1, isolating_requests=int(isolating))
         writer.count_done(plan, {"write": len(part)}, on_done)
+        writer.answered()
 
 
 def _target(item: Item, plan: StreamPlan) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,6 +58,12 @@ class StreamCounts:
         """Records not written (all of them are in the dead-letter file)."""
         return self.invalid + self.rejected
 
+    @property
+    def settled(self) -> int:
+        """Records whose outcome is known: written, failed, or a deletion applied or skipped."""
+        deletions = self.deleted + self.deactivated + self.already_gone + self.skipped_deletions
+        return self.written + self.failed + deletions
+
 
 class RunReport:
     """Per-stream counters, updated from many threads."""
@@ -80,7 +87,17 @@ class RunReport:
     def snapshot(self) -> dict[str, dict[str, int]]:
         """The counters as plain data."""
         with self._lock:
-            return {name: {**c.__dict__, "failed": c.failed} for name, c in self.streams.items()}
+            return {
+                name: {**c.__dict__, "failed": c.failed, "settled": c.settled}
+                for name, c in self.streams.items()
+            }
+
+    def totals(self) -> dict[str, int]:
+        """The counters summed over every stream."""
+        total: Counter[str] = Counter()
+        for counts in self.snapshot().values():
+            total.update(counts)
+        return dict(total)
 
     def log(self, logger: logging.Logger, *, dry_run: bool) -> None:
         """Log one summary line per stream."""

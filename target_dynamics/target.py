@@ -24,6 +24,7 @@ from dynamics_api.metadata import (
 from dynamics_singer.cli import run_plugin
 from dynamics_singer.config import SentenceConfigErrors
 from dynamics_singer.connection import client_from_config, load_model
+from dynamics_singer.progress import PROGRESS_SETTINGS, WriteProgress, interval_of
 from dynamics_singer.settings import CONNECTION_SETTINGS, METADATA_SETTINGS
 from target_dynamics.batchfiles import read_batch_file
 from target_dynamics.plan import (
@@ -187,6 +188,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
             "or failed transiently (5xx).",
         ),
         *METADATA_SETTINGS,
+        *PROGRESS_SETTINGS,
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -203,6 +205,18 @@ class TargetDynamics(SentenceConfigErrors, Target):
             self.config.get("stream_options") or {}
         )
         self.dead_letters = DeadLetters(Path(self.config.get("dead_letter_path") or DEAD_LETTERS))
+        self.progress = WriteProgress(
+            self.logger,
+            lambda: self._client,
+            self._progress_counts,
+            interval=interval_of(self.config),
+        )
+
+    def _progress_counts(self) -> dict[str, int]:
+        totals = self.report.totals()
+        # Records accounted for (rows/s); a dry run writes nothing, so every record counts.
+        totals["done"] = totals.get("records" if self.dry_run else "settled", 0)
+        return totals
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict[str, t.Any]) -> None:
@@ -315,6 +329,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
                     ),
                     self.report,
                     self.dead_letters,
+                    on_batch=self.progress.tick,
                 )
             return self._writer
 
@@ -417,6 +432,7 @@ class TargetDynamics(SentenceConfigErrors, Target):
             with self._lock:
                 if self._client is not None:
                     self._client.close()
+        self.progress.finish()
         self.report.log(self.logger, dry_run=self.dry_run)
         failed = self.report.total_failed()
         limit = int(self.config.get("max_failed_records", 0))

@@ -69,8 +69,11 @@ class BatchWriter:
         settings: WriterSettings,
         report: RunReport,
         dead_letters: DeadLetters,
+        on_batch: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        #: Called after each write request's answer is accounted for (the progress lines).
+        self._on_batch = on_batch
         self.settings = settings
         self.report = report
         self.dead_letters = dead_letters
@@ -173,6 +176,11 @@ class BatchWriter:
             already_gone=done.get("gone", 0),
         )
         on_done(total)
+
+    def answered(self) -> None:
+        """One write request's answer is accounted for."""
+        if self._on_batch is not None:
+            self._on_batch()
 
     # -- requests (pool threads) ------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from tests.fixtures import DOCS, needs_fixtures
 from tests.webapi import WebApi
 
 ACCOUNT = "Microsoft.Dynamics.CRM.account"
-READING = "Microsoft.Dynamics.CRM.new_sensorreading"
+READING = "Microsoft.Dynamics.CRM.contoso_sensordata"
 DETAILS = "@Microsoft.PowerApps.CDS.ErrorDetails.Plugin.BulkApiErrorDetails"
-READINGS = "new_sensorreadings?$select=new_name&$filter=startswith(new_name,'reading ')"
+READINGS = "contoso_sensordatas?$select=contoso_name&$filter=startswith(contoso_name,'reading ')"
 
 
 def _bulk(api: WebApi, entity_set: str, message: str, targets: list[dict[str, Any]], **kw: Any):
@@ -226,7 +226,7 @@ def test_sdkmessagefilters_says_which_tables_have_a_message(fresh_api: WebApi) -
     assert _filters(fresh_api, "Create", "lead").json()["value"] != []
     assert _filters(fresh_api, "CreateMultiple", "activitypointer").json()["value"] == []
     assert _filters(fresh_api, "DeleteMultiple", "account").json()["value"] == []
-    assert _filters(fresh_api, "DeleteMultiple", "new_sensorreading").json()["value"] != []
+    assert _filters(fresh_api, "DeleteMultiple", "contoso_sensordata").json()["value"] != []
     assert _filters(fresh_api, "CreateMultiple", "nosuchtable").json()["value"] == []
     inline = fresh_api.get(
         "sdkmessagefilters?$filter=primaryobjecttypecode eq 'account' and sdkmessageid/name eq "
@@ -270,21 +270,21 @@ def _reading(i: int, **extra: Any) -> dict[str, Any]:
     rid = str(uuid.UUID(int=i + 1))
     return {
         "@odata.type": READING,
-        "@odata.id": f"new_sensorreadings(new_sensorreadingid={rid},partitionid='dev-{i % 2}')",
-        "new_sensorreadingid": rid,
-        "new_name": f"reading {i}",
-        "new_value": i * 1.5,
+        "@odata.id": f"contoso_sensordatas(contoso_sensordataid={rid},partitionid='dev-{i % 2}')",
+        "contoso_sensordataid": rid,
+        "contoso_name": f"reading {i}",
+        "contoso_value": i * 1.5,
         **extra,
     }
 
 
 def test_an_elastic_table_keeps_the_good_rows_and_lists_the_failed_ones(fresh_api: WebApi) -> None:
     targets = [_reading(i) for i in range(6)]
-    targets[2]["new_name"] = "n" * 101
-    targets[4]["new_value"] = "not a number"
+    targets[2]["contoso_name"] = "n" * 101
+    targets[4]["contoso_value"] = "not a number"
     r = _bulk(
         fresh_api,
-        "new_sensorreadings",
+        "contoso_sensordatas",
         "UpsertMultiple",
         targets,
         headers={"Prefer": 'odata.include-annotations="Microsoft.PowerApps.CDS.ErrorDetails.*"'},
@@ -294,23 +294,23 @@ def test_an_elastic_table_keeps_the_good_rows_and_lists_the_failed_ones(fresh_ap
     assert error["code"] == "0x80044331"  # the first failure's error
     details = json.loads(error[DETAILS])
     assert [(d["RequestIndex"], d["StatusCode"]) for d in details] == [(2, 400), (4, 400)]
-    assert details[0]["Id"] == targets[2]["new_sensorreadingid"]
+    assert details[0]["Id"] == targets[2]["contoso_sensordataid"]
     rows = fresh_api.get_all(READINGS)
-    assert sorted(r["new_name"] for r in rows) == [
+    assert sorted(r["contoso_name"] for r in rows) == [
         "reading 0",
         "reading 1",
         "reading 3",
         "reading 5",
     ]
     # Partitioned rows keep their partition.
-    one = fresh_api.get(f"new_sensorreadings({targets[1]['new_sensorreadingid']})").json()
+    one = fresh_api.get(f"contoso_sensordatas({targets[1]['contoso_sensordataid']})").json()
     assert one["partitionid"] == "dev-1"
 
 
 def test_without_the_annotation_the_failed_rows_are_not_listed(fresh_api: WebApi) -> None:
     targets = [_reading(i) for i in range(3)]
-    targets[1]["new_value"] = "bad"
-    r = _bulk(fresh_api, "new_sensorreadings", "CreateMultiple", targets)
+    targets[1]["contoso_value"] = "bad"
+    r = _bulk(fresh_api, "contoso_sensordatas", "CreateMultiple", targets)
     assert r.status_code == 400
     assert DETAILS not in r.json()["error"]
     assert len(fresh_api.get_all(READINGS)) == 2

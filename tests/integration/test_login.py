@@ -277,7 +277,7 @@ def test_browser_login_without_a_cache_prints_the_meltano_command(
     assert result.token_cache_path is None
     captured = capsys.readouterr()
     assert captured.out == (
-        f"meltano config tap-dynamics set refresh_token '{result.refresh_token}'\n"
+        f"meltano config set tap-dynamics refresh_token '{result.refresh_token}'\n"
     )
     instructions = login.out.getvalue()
     assert result.refresh_token not in instructions
@@ -330,7 +330,7 @@ def test_the_target_prints_its_own_meltano_command(
     result = login.join()
     out = capsys.readouterr().out
     assert out.startswith(
-        f"meltano config target-dynamics set refresh_token '{result.refresh_token}'"
+        f"meltano config set target-dynamics refresh_token '{result.refresh_token}'"
     )
 
 
@@ -663,7 +663,7 @@ def test_cli_browser_login_prints_the_meltano_command(
         assert browser.sign_in(url).status_code == 200
     code, stdout, stderr = cli.finish()
     assert code == 0, stderr
-    match = re.fullmatch(r"meltano config tap-dynamics set refresh_token '([^']+)'\n", stdout)
+    match = re.fullmatch(r"meltano config set tap-dynamics refresh_token '([^']+)'\n", stdout)
     assert match, stdout
     assert match.group(1) not in stderr
     assert "Signed in" in stderr

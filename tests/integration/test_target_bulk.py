@@ -253,10 +253,10 @@ def test_an_elastic_table_keeps_its_good_rows_without_isolating(
 ) -> None:
     readings = [
         {
-            "new_sensorreadingid": str(uuid.UUID(int=(1 << 90) + i)),
+            "contoso_sensordataid": str(uuid.UUID(int=(1 << 90) + i)),
             "partitionid": f"device-{i % 3}",
-            "new_name": f"reading {i}",
-            "new_value": i / 4,
+            "contoso_name": f"reading {i}",
+            "contoso_value": i / 4,
             "ttlinseconds": 3600,
         }
         for i in range(250)
@@ -266,27 +266,27 @@ def test_an_elastic_table_keeps_its_good_rows_without_isolating(
     config = {
         "stream_options": {
             "readings": {
-                "entity": "new_sensorreading",
-                "key": ["new_sensorreadingid", "partitionid"],
+                "entity": "contoso_sensordata",
+                "key": ["contoso_sensordataid", "partitionid"],
             }
         },
         "max_failed_records": 3,
     }
     run = run_target(emu, tmp_path, _text(readings, "readings"), config=config)
     assert run.returncode == 0, run.stderr[-3000:]
-    posts = _posts(emu, "new_sensorreadings/Microsoft.Dynamics.CRM.UpsertMultiple")
+    posts = _posts(emu, "contoso_sensordatas/Microsoft.Dynamics.CRM.UpsertMultiple")
     assert len(posts) == 3  # 100 per request on an elastic table; nothing sent again
     assert _posts(emu, "$batch") == []
-    assert sorted(d["record"]["new_name"] for d in run.dead_letters) == [
+    assert sorted(d["record"]["contoso_name"] for d in run.dead_letters) == [
         "reading 120",
         "reading 121",
         "reading 3",
     ]
     assert all(d["status"] == 400 and d["code"] == "0x8004431A" for d in run.dead_letters)
-    first = next(d for d in run.dead_letters if d["record"]["new_name"] == "reading 120")
+    first = next(d for d in run.dead_letters if d["record"]["contoso_name"] == "reading 120")
     assert "The value 99 of 'statuscode'" in first["message"]
     written = emu.service.store.conn.execute(  # type: ignore[union-attr]
-        "SELECT count(*) FROM new_sensorreading WHERE new_name LIKE 'reading %'"
+        "SELECT count(*) FROM contoso_sensordata WHERE contoso_name LIKE 'reading %'"
     ).fetchone()[0]
     assert written == 247
     assert "isolate" not in run.stderr

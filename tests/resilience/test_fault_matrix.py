@@ -259,7 +259,9 @@ def test_tap_random_mix(tap: TapEnv, tmp_path: Path, fault_matrix: FaultMatrix) 
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("seed", [11, 23, 42, 99, 1234])
+# Seeds whose draws fail one of the tap's first few requests (seed 11 first fails the 7th, and
+# the small table takes fewer: that case tested nothing).
+@pytest.mark.parametrize("seed", [13, 23, 42, 99, 1234])
 def test_tap_random_mix_more_seeds(
     tap: TapEnv, tmp_path: Path, fault_matrix: FaultMatrix, seed: int
 ) -> None:

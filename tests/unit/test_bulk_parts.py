@@ -88,17 +88,17 @@ def test_an_update_by_alternate_key_names_its_row_by_odata_id() -> None:
 
 def test_an_elastic_table_is_known_by_its_columns() -> None:
     plan = build_plan(
-        "new_sensorreading",
-        StreamOptions(key=("new_sensorreadingid", "partitionid")),
+        "contoso_sensordata",
+        StreamOptions(key=("contoso_sensordataid", "partitionid")),
         MODEL,
     )
     assert plan.elastic
     item = orjson.loads(
-        plan.bulk_target({"new_sensorreadingid": ID, "partitionid": "p 1", "new_value": 2})[0]
+        plan.bulk_target({"contoso_sensordataid": ID, "partitionid": "p 1", "contoso_value": 2})[0]
     )
     assert (
         item["@odata.id"]
-        == f"new_sensorreadings(new_sensorreadingid={ID.lower()},partitionid='p%201')"
+        == f"contoso_sensordatas(contoso_sensordataid={ID.lower()},partitionid='p%201')"
     )
 
 

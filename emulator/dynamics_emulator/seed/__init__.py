@@ -56,7 +56,7 @@ _DEFAULT_COUNTS = {
     "opportunity": 300,
     "lead": 400,
     "new_project": 60,
-    "new_sensorreading": 200,
+    "contoso_sensordata": 200,
 }
 
 
