@@ -37,14 +37,17 @@ class SentenceConfigErrors:
     sentence (the SDK would log several lines and exit inside its own command)."""
 
     config_jsonschema: t.ClassVar[dict[str, t.Any]]
-    _config: dict[str, t.Any]
+    config: t.Mapping[str, t.Any]
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        # SDK-private override: the one place the SDK validates settings (no public hook); the
+        # contract test checks that the constructor still calls it and that it raises the
+        # SDK's ConfigValidationError.
         try:
             return super()._validate_config(raise_errors=raise_errors)  # type: ignore[misc]
         except ConfigValidationError:
             validator = jsonschema.Draft202012Validator(self.config_jsonschema)
-            problems = [_config_problem(e) for e in validator.iter_errors(self._config)]
+            problems = [_config_problem(e) for e in validator.iter_errors(dict(self.config))]
             raise ConfigError(
                 "The configuration is not valid: "
                 + "; ".join(problems or ["it does not match the settings schema"])

@@ -171,7 +171,9 @@ def analytics() -> None:
 
     with duckdb.connect(str(WAREHOUSE), read_only=True) as con:
         con.execute(f"SET schema = '{SCHEMA}'")
-        # The cases with their resolution time (creation to resolution, in days). The labels
+        # The cases with their resolution time (creation to resolution, in days). `resolvedon`
+        # is the emulator's: a real organisation keeps it in incidentresolution activities
+        # (actualend), to be joined on _incidentid_value instead. The labels
         # (statuscode_label, prioritycode_label, _ownerid_value_name...) are what users see in
         # Dynamics: the tap's include_formatted_values.
         con.execute(

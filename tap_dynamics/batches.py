@@ -14,9 +14,12 @@ import typing as t
 from uuid import uuid4
 
 from singer_sdk.batch import Batcher, lazy_chunked_generator
-from singer_sdk.helpers._batch import BatchConfig
 
 from tap_dynamics.writer import dumps
+
+if t.TYPE_CHECKING:
+    # SDK-private module: BatchConfig has no public import path (an annotation only here).
+    from singer_sdk.helpers._batch import BatchConfig
 
 __all__ = ["write_batches"]
 

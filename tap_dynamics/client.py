@@ -18,8 +18,6 @@ from decimal import Decimal
 import msgspec
 import singer_sdk.singerlib as singer
 from singer_sdk import Stream
-from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib import CatalogEntry
@@ -38,6 +36,10 @@ from tap_dynamics.formatted import (
 
 if t.TYPE_CHECKING:
     from singer_sdk import Tap
+
+    # SDK-private module: get_batches' argument types have no public import path (annotations only;
+    # tests/unit/test_sdk_contract.py checks what _sync_batches passes).
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
 # Dataverse returns JSON numbers for Edm.Decimal and money; parsing them as Decimal keeps them
 # exact (a float would round 922337203685477.1234).
@@ -93,8 +95,8 @@ class DynamicsStream(Stream):
     #: with a warning instead of failing the run.
     skip_if_denied: bool = False
     #: Records match the schema exactly (generated from $metadata, parsed with exact types): the
-    #: SDK's per-record type conformance would only cost time. tests/unit/test_conformance.py
-    #: proves the premise over every Edm type.
+    #: SDK's per-record type conformance would only cost time. tests/integration/test_tap.py
+    #: (test_records_match_their_schemas_exactly) proves the premise over every Edm type.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(
@@ -132,6 +134,8 @@ class DynamicsStream(Stream):
         elif self.replication_key and self.replication_key not in props:
             self.replication_key = None
         self._client = client
+        # The tap, for its shared client (the SDK keeps it only in the private Stream._tap).
+        self._owner = tap
         self._page_size = int(tap.config.get("page_size") or 5000)
         self._formatted = bool(tap.config.get("include_formatted_values"))
 
@@ -144,6 +148,8 @@ class DynamicsStream(Stream):
 
     @property
     def _singer_catalog_entry(self) -> CatalogEntry:
+        # SDK-private override: the one place the SDK builds a stream's catalog entry (no public
+        # hook sets `table`); tests/unit/test_sdk_contract.py checks discovery still uses it.
         entry = super()._singer_catalog_entry
         # The entity set travels in the catalog, so that a run with --catalog needs no $metadata.
         entry.table = self.entity_set
@@ -154,7 +160,7 @@ class DynamicsStream(Stream):
     @property
     def client(self) -> DataverseClient:
         if self._client is None:
-            self._client = self._tap.client  # type: ignore[attr-defined]
+            self._client = self._owner.client  # type: ignore[attr-defined]
         return self._client
 
     def selected_properties(self) -> list[str]:
@@ -392,7 +398,7 @@ class DynamicsStream(Stream):
         )
         delta = None
         for rows, page_delta in self._pages(url, params, track_changes=True):
-            seen_at = utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            seen_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             for row in rows:
                 if row.get("reason") == "deleted" and "id" in row and key:
                     yield {key: row["id"], DELETED_AT: seen_at}
@@ -450,6 +456,8 @@ class DynamicsStream(Stream):
         if not maps:
             return
         transform = maps[0].transform
+        # SDK-private call, as the SDK's own get_batches makes it: the records with state kept and
+        # no RECORD messages written (tests/unit/test_sdk_contract.py checks both).
         mapped = (
             out
             for record in self._sync_records(
@@ -468,12 +476,14 @@ class DynamicsStream(Stream):
         """As the SDK's, without its per-record selection pass and type conformance: records
         hold exactly the selected columns (``$select`` plus the filter in ``get_records``) with
         the schema's types, and those two steps cost more than everything else per record."""
+        # SDK-private override (no public hook skips those steps); tests/unit/test_sdk_contract.py
+        # checks that sync still writes records through it and that it yields what the SDK's would.
         for stream_map in self.stream_maps:
             mapped = stream_map.transform(record)
             if mapped is not None:
                 yield singer.RecordMessage(
                     stream=stream_map.stream_alias,
                     record=mapped,
-                    version=self._stream_version,
-                    time_extracted=utc_now(),
+                    version=self._stream_version,  # SDK-private: set by sync for ACTIVATE_VERSION
+                    time_extracted=datetime.now(UTC),
                 )

@@ -81,6 +81,9 @@ class DynamicsSink(BatchSink):
         """No JSON Schema validation: the plan validates against the table's metadata."""
         return None
 
+    # The three SDK-private overrides below have no public equivalent; the SDK's RECORD path
+    # calls them before process_record, which tests/unit/test_sdk_contract.py checks.
+
     def _validate_and_parse(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
         # No timestamp parsing either: date strings stay strings, checked once by the plan.
         return record
@@ -102,9 +105,10 @@ class DynamicsSink(BatchSink):
     # -- records --------------------------------------------------------------------------------
 
     def _remove_sdc_metadata_from_record(self, record: dict[str, t.Any]) -> None:
-        # Override: the SDK drops every _sdc_* field before process_record, _sdc_deleted_at
-        # included, which would turn a deletion into an empty upsert. Only that one is kept;
-        # tests/integration/test_target_deletes.py fails if the SDK changes this path.
+        # The SDK drops every _sdc_* field before process_record, _sdc_deleted_at included,
+        # which would turn a deletion into an empty upsert. Only that one is kept;
+        # tests/unit/test_sdk_contract.py and tests/integration/test_target_deletes.py fail if
+        # the SDK changes this path.
         deleted_at = record.get(DELETED_AT)
         super()._remove_sdc_metadata_from_record(record)
         if deleted_at is not None:

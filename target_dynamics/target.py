@@ -232,10 +232,13 @@ class TargetDynamics(SentenceConfigErrors, Target):
     # -- messages the SDK would mishandle ---------------------------------------------------------
 
     def _process_batch_message(self, message_dict: dict[str, t.Any]) -> None:
-        # Override: the SDK hands the files to Sink.process_batch_files, which skips stream maps
-        # and the per-record path (deletes, validation, dead letters). Here every record of every
-        # file is processed exactly as a RECORD message of the stream would be.
-        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        # SDK-private override: the SDK hands the files to Sink.process_batch_files, which skips
+        # stream maps and the per-record path (deletes, validation, dead letters). Here every
+        # record of every file goes through the SDK-private _process_record_message, exactly as a
+        # RECORD message of the stream would (tests/unit/test_sdk_contract.py checks the path).
+        self.message_reader.assert_line_requires(
+            message_dict, requires={"stream", "encoding", "manifest"}
+        )
         stream = message_dict["stream"]
         encoding = message_dict["encoding"] or {}
         fmt = str(encoding.get("format") or "jsonl")
@@ -245,9 +248,10 @@ class TargetDynamics(SentenceConfigErrors, Target):
                 self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
 
     def _process_activate_version_message(self, message_dict: dict[str, t.Any]) -> None:
-        # Override: the SDK warns on every such message. A Dataverse table has no versions to
-        # switch between (rows are written in place; rows deleted at source arrive as records
-        # with _sdc_deleted_at), so it is noted once per stream.
+        # SDK-private override: the SDK warns on every such message. A Dataverse table has no
+        # versions to switch between (rows are written in place; rows deleted at source arrive as
+        # records with _sdc_deleted_at), so it is noted once per stream. The contract test checks
+        # that the SDK's reader still dispatches these messages here.
         stream = str(message_dict.get("stream"))
         if stream not in self._versions_noted:
             self._versions_noted.add(stream)
