@@ -201,6 +201,8 @@ def _count(summary: str, label: str) -> int:
     """The number before ``label`` in the summary line (0 when absent)."""
     head, sep, _ = summary.partition(label)
     if not sep:
+        head, sep, _ = summary.partition(label.replace(" requests", " request"))  # "1 bulk request"
+    if not sep:
         return 0
     word = head.replace("(", " ").split()[-1]
     return int(word) if word.isdigit() else 0

@@ -137,13 +137,20 @@ def _summary_parts(c: dict[str, int], *, dry_run: bool) -> list[str]:
         f"{c['failed']} failed ({c['invalid']} invalid, {c['rejected']} rejected by Dataverse; "
         "all dead-lettered)"
     )
-    requests = f"{c['retried']} operations retried, {c['batches']} $batch requests"
+    requests = (
+        f"{_count(c['retried'], 'operation')} retried, {_count(c['batches'], '$batch request')}"
+    )
     if c["bulk_requests"]:
-        requests += f", {c['bulk_requests']} bulk requests"
+        requests += f", {_count(c['bulk_requests'], 'bulk request')}"
     if c["isolating_requests"]:
-        requests += f" ({c['isolating_requests']} requests to isolate failed records)"
+        requests += f" ({_count(c['isolating_requests'], 'request')} to isolate failed records)"
     parts.append(requests)
     return parts
+
+
+def _count(n: int, word: str) -> str:
+    """``1 bulk request``, ``3 bulk requests``."""
+    return f"{n} {word if n == 1 else word + 's'}"
 
 
 class DeadLetters:
