@@ -72,6 +72,8 @@ class ApiError(DynamicsError):
         entity: the table concerned, when known.
         hint: what to do about it.
         request_id: the service's request id, for a support ticket.
+        annotations: the error's instance annotations, as the service gave them
+            (``@Microsoft.PowerApps.CDS.ErrorDetails.*`` when the request asked for them).
     """
 
     def __init__(
@@ -85,8 +87,10 @@ class ApiError(DynamicsError):
         entity: str | None = None,
         hint: str = "",
         request_id: str | None = None,
+        annotations: dict[str, Any] | None = None,
     ) -> None:
         self.status = status
+        self.annotations = dict(annotations or {})
         self.code = code
         self.service_message = service_message
         self.method = method
@@ -123,6 +127,7 @@ class ApiError(DynamicsError):
             entity=entity or self.entity,
             hint=hint,
             request_id=self.request_id,
+            annotations=self.annotations,
         )
 
 
@@ -137,6 +142,7 @@ def api_error(
     hint: str | None = None,
     is_collection: bool = False,
     request_id: str | None = None,
+    annotations: dict[str, Any] | None = None,
 ) -> ApiError:
     """The one way an :class:`ApiError` is made: the hint, unless given, from
     :func:`error_hint` (privileges, unknown tables, malformed queries).
@@ -151,6 +157,7 @@ def api_error(
         hint: what to do; computed from the rest when None.
         is_collection: the request addressed an entity set (a 404 then means the table).
         request_id: the service's request id.
+        annotations: the error's instance annotations (see :class:`ApiError`).
     """
     if hint is None:
         hint = error_hint(
@@ -165,6 +172,7 @@ def api_error(
         entity=entity,
         hint=hint,
         request_id=request_id,
+        annotations=annotations,
     )
 
 
@@ -182,6 +190,19 @@ def parse_error_body(body: bytes) -> tuple[str, str]:
         if isinstance(err, dict):
             return str(err.get("code") or ""), str(err.get("message") or "")
     return "", ""
+
+
+def parse_error_annotations(body: bytes) -> dict[str, Any]:
+    """The instance annotations (``@...`` members) of a Dataverse error body; ``{}`` when there
+    are none or the body is not a JSON error."""
+    try:
+        data: Any = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return {}
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return {}
+    return {k: v for k, v in err.items() if isinstance(k, str) and k.startswith("@")}
 
 
 def error_hint(

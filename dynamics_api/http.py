@@ -34,8 +34,15 @@ import requests
 import requests.adapters
 
 from .cloud import normalize_environment_url
-from .errors import ApiError, ConfigError, api_error, parse_error_body, request_id_of
-from .retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+from .errors import (
+    ApiError,
+    ConfigError,
+    api_error,
+    parse_error_annotations,
+    parse_error_body,
+    request_id_of,
+)
+from .retry import RETRYABLE_STATUS, Hold, RetryPolicy, parse_retry_after
 from .session_base import VerifiedSession
 from .stats import ClientStats
 from .wire import NETWORK_ERRORS, describe, is_certificate_failure, is_connect_failure
@@ -135,9 +142,7 @@ class DataverseClient:
         )
         self.stats = ClientStats()
         self._tokens = token_source
-        self._hold_lock = threading.Lock()
-        self._hold_until = 0.0
-        self._held = threading.local()  # the hold this thread has already waited for
+        self._hold = Hold()
         self._refresh_lock = threading.Lock()
         self._last_rejected: str | None = None
         self._last_refreshed: str | None = None
@@ -421,21 +426,12 @@ class DataverseClient:
             return fresh
 
     def hold(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` from now, from any thread: the service throttles the
-        user (its limits are per user and web server, not per connection), so after a 429 with
-        ``Retry-After`` every request of this client waits, not only the one that was refused.
-        The calling thread is taken to wait the ``seconds`` itself."""
-        until = time.monotonic() + seconds
-        with self._hold_lock:
-            self._hold_until = max(self._hold_until, until)
-            self._held.until = self._hold_until
+        """Send nothing for ``seconds`` from now, from any thread (see
+        :class:`~dynamics_api.retry.Hold`); the calling thread waits the ``seconds`` itself."""
+        self._hold.start(seconds)
 
     def _await_hold(self) -> None:
-        with self._hold_lock:
-            until = self._hold_until
-        if until <= getattr(self._held, "until", 0.0):
-            return  # this thread already waited for this hold
-        remaining = until - time.monotonic()
+        remaining = self._hold.remaining()
         if remaining > 0:
             log.debug(
                 "Waiting %.2f s: Dataverse asked this client to wait (Retry-After)", remaining
@@ -514,31 +510,19 @@ class DataverseClient:
         if is_certificate_failure(exc):
             raise self._unreachable(method, path, entity, reason) from None
         if not before_send and not resend_ok:
-            raise api_error(
-                0,
-                method,
-                path,
-                message=reason,
-                entity=entity,
-                hint=(
-                    "The request may or may not have been applied; it was not sent again "
-                    "because repeating it could apply it twice."
-                ),
-            ) from None
+            hint = (
+                "The request may or may not have been applied; it was not sent again "
+                "because repeating it could apply it twice."
+            )
+            raise self._network_error(method, path, entity, reason, hint) from None
         if self.retry.exhausted(retries, limit):
             if before_send:
                 raise self._unreachable(method, path, entity, reason) from None
-            raise api_error(
-                0,
-                method,
-                path,
-                message=reason,
-                entity=entity,
-                hint=(
-                    f"Gave up after {limit} retries: the connection to "
-                    f"{self.host} keeps failing; check the network or proxy, or raise the timeout."
-                ),
-            ) from None
+            hint = (
+                f"Gave up after {limit} retries: the connection to {self.host} keeps failing; "
+                "check the network or proxy, or raise the timeout."
+            )
+            raise self._network_error(method, path, entity, reason, hint) from None
         wait = self.retry.backoff(retries)
         retries += 1
         self.stats.add(retries=1)
@@ -551,17 +535,18 @@ class DataverseClient:
         return retries
 
     def _unreachable(self, method: str, path: str, entity: str | None, reason: str) -> ApiError:
-        return api_error(
-            0,
-            method,
-            path,
-            message=reason,
-            entity=entity,
-            hint=(
-                f"Cannot reach {self.host}: check environment_url (and REQUESTS_CA_BUNDLE for a "
-                "private CA)."
-            ),
+        hint = (
+            f"Cannot reach {self.host}: check environment_url (and REQUESTS_CA_BUNDLE for a "
+            "private CA)."
         )
+        return self._network_error(method, path, entity, reason, hint)
+
+    @staticmethod
+    def _network_error(
+        method: str, path: str, entity: str | None, reason: str, hint: str
+    ) -> ApiError:
+        """The error of an exchange that got no HTTP answer (status 0)."""
+        return api_error(0, method, path, message=reason, entity=entity, hint=hint)
 
     def _api_error(
         self,
@@ -598,6 +583,7 @@ class DataverseClient:
             hint=hint,
             is_collection=is_collection,
             request_id=request_id_of(response.headers),
+            annotations=parse_error_annotations(error_body),
         )
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["RETRYABLE_STATUS", "RetryPolicy", "parse_retry_after"]
+__all__ = ["RETRYABLE_STATUS", "Hold", "RetryPolicy", "parse_retry_after"]
 
 log = logging.getLogger("dynamics_api.http")
 
@@ -136,3 +136,31 @@ class RetryPolicy:
             if throttled:
                 self.throttled_seconds += seconds
         self.sleep(seconds)
+
+
+class Hold:
+    """A pause every thread of one client keeps: the service throttles the user (its limits are
+    per user and web server, not per connection), so after a 429 with ``Retry-After`` every
+    request waits, not only the one that was refused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._waited = threading.local()  # the hold this thread has already waited for
+
+    def start(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` from now; the calling thread waits them itself."""
+        until = time.monotonic() + seconds
+        with self._lock:
+            self._until = max(self._until, until)
+            self._waited.until = self._until
+
+    def remaining(self) -> float:
+        """Seconds this thread still has to wait (0 when it already waited for this hold); the
+        caller then sleeps them."""
+        with self._lock:
+            until = self._until
+        if until <= getattr(self._waited, "until", 0.0):
+            return 0.0
+        self._waited.until = until
+        return max(0.0, until - time.monotonic())

@@ -65,6 +65,12 @@ OPTION_LABELS = {
     ("delete_mode", "skip"): "Skip (count, write nothing)",
     ("delete_mode", "hard"): "Hard delete",
     ("delete_mode", "deactivate"): "Deactivate (Inactive state)",
+    ("write_method", "auto"): "Auto (bulk messages where the table supports them, else $batch)",
+    ("write_method", "bulk"): "Bulk messages only",
+    ("write_method", "batch"): "$batch only",
+    ("bypass_business_logic", "CustomSync"): "Custom synchronous logic",
+    ("bypass_business_logic", "CustomAsync"): "Custom asynchronous logic",
+    ("bypass_business_logic", "CustomSync,CustomAsync"): "Both",
 }
 
 HEADER = (

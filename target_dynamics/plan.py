@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -31,6 +31,7 @@ from target_dynamics.options import (
 )
 
 __all__ = [
+    "BULK_MESSAGES",
     "DELETED_AT",
     "DELETE_MODES",
     "InvalidRecord",
@@ -46,6 +47,11 @@ _MODE_HEADERS: dict[str, dict[str, str]] = {
     "update": {"If-Match": "*"},
     "create": {"If-None-Match": "*"},
 }
+#: The bulk message that writes many rows of a mode in one request.
+BULK_MESSAGES = {"upsert": "UpsertMultiple", "update": "UpdateMultiple", "create": "CreateMultiple"}
+#: Columns every elastic table has (and standard tables do not): how a plan knows it writes to
+#: one, since ``$metadata`` does not carry the table type.
+ELASTIC_COLUMNS = frozenset({"partitionid", "ttlinseconds"})
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
@@ -149,11 +155,23 @@ class StreamPlan:
     delete_mode: str = "skip"
     #: (statecode, statuscode) that deactivate a row, for ``delete_mode: deactivate``.
     inactive: tuple[int, int] | None = None
+    #: Headers every write request of the stream carries (the business-logic bypass).
+    request_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def table(self) -> str:
         """The table's logical name."""
         return self.entity.name
+
+    @property
+    def bulk_message(self) -> str:
+        """The bulk message of the stream's mode (``UpsertMultiple``...)."""
+        return BULK_MESSAGES[self.mode]
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the table is an elastic table (it has their system columns)."""
+        return ELASTIC_COLUMNS.issubset(self.entity.properties)
 
     def key_of(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """The record's key values (``None`` where a column is missing)."""
@@ -188,11 +206,12 @@ class StreamPlan:
         segment, key = self._delete_address(record)
         url = self.entity_set + segment
         if self.delete_mode == "hard":
-            return BatchOperation("DELETE", url), key
+            return BatchOperation("DELETE", url, self.request_headers), key
         if self.delete_mode == "deactivate" and self.inactive is not None:
             state, status = self.inactive
             body = _encoder.encode({"statecode": state, "statuscode": status})
-            return BatchOperation("PATCH", url, {"If-Match": "*"}, body), key
+            headers = {**self.request_headers, "If-Match": "*"}
+            return BatchOperation("PATCH", url, headers, body), key
         raise ValueError(f"no delete operation in delete_mode {self.delete_mode}")
 
     def _delete_address(self, record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -217,7 +236,39 @@ class StreamPlan:
             raise InvalidRecord(f"the key cannot be written: {exc}") from None
 
     def operation(self, record: Mapping[str, Any]) -> tuple[BatchOperation, dict[str, Any]]:
-        """The PATCH operation that writes ``record``, and its key.
+        """The PATCH operation that writes ``record`` (in a ``$batch``), and its key.
+
+        Raises:
+            InvalidRecord: the record cannot be written (why, in a few words).
+        """
+        payload, key, segment = self._payload(record)
+        op = BatchOperation(
+            "PATCH", self.entity_set + segment, self.headers, _encoder.encode(payload)
+        )
+        return op, key
+
+    def bulk_target(self, record: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """``record`` as one item of a bulk message's ``Targets`` (JSON), and its key: the
+        columns and binds of :meth:`operation`, the item's ``@odata.type``, and its row by
+        ``@odata.id`` (upsert; update by an alternate key) or by the primary id in the item
+        (update by primary id; create).
+
+        Raises:
+            InvalidRecord: the record cannot be written (why, in a few words).
+        """
+        payload, key, segment = self._payload(record)
+        target: dict[str, Any] = {"@odata.type": f"Microsoft.Dynamics.CRM.{self.table}"}
+        if self.mode == "create" or (self.mode == "update" and self.primary):
+            if self.primary:
+                target[self.key[0]] = str(key[self.key[0]]).lower()
+        else:
+            target["@odata.id"] = self.entity_set + segment
+        target.update(payload)
+        return _encoder.encode(target), key
+
+    def _payload(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """The record's columns and binds as the service takes them, its key, and the key's
+        URL segment: the one validation of a record to write.
 
         Raises:
             InvalidRecord: the record cannot be written (why, in a few words).
@@ -252,10 +303,7 @@ class StreamPlan:
             segment = key_segment(key, self.key_types)
         except (ValueError, TypeError) as exc:
             raise InvalidRecord(f"the key cannot be written: {exc}") from None
-        op = BatchOperation(
-            "PATCH", self.entity_set + segment, self.headers, _encoder.encode(payload)
-        )
-        return op, key
+        return payload, key, segment
 
     def _bind(
         self,
@@ -322,6 +370,7 @@ def build_plan(
     *,
     delete_mode: str = "skip",
     inactive: tuple[int, int] | None = None,
+    request_headers: Mapping[str, str] | None = None,
 ) -> StreamPlan:
     """Compile a stream's plan from the metadata.
 
@@ -332,6 +381,7 @@ def build_plan(
         delete_mode: the target's ``delete_mode`` (the stream's own option wins).
         inactive: (statecode, statuscode) of the table's Inactive state, when it has one;
             required for ``delete_mode: deactivate``.
+        request_headers: headers every write carries (the business-logic bypass).
 
     Raises:
         ConfigError: the table is unknown, the key is not declared, a lookup is misconfigured,
@@ -417,7 +467,8 @@ def build_plan(
         columns=columns,
         read_only=frozenset(read_only),
         lookups=lookups,
-        headers=dict(_MODE_HEADERS[options.mode]),
+        headers={**(request_headers or {}), **_MODE_HEADERS[options.mode]},
         delete_mode=mode_for_deletes,
         inactive=inactive if mode_for_deletes == "deactivate" else None,
+        request_headers=dict(request_headers or {}),
     )

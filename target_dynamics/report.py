@@ -45,6 +45,8 @@ class StreamCounts:
     rejected: int = 0
     retried: int = 0
     batches: int = 0
+    bulk_requests: int = 0
+    isolating_requests: int = 0  # bulk and $batch requests spent finding a bulk request's bad rows
     deletions: int = 0  # records deleted at source that were sent (delete or deactivate)
     deleted: int = 0
     deactivated: int = 0
@@ -135,8 +137,20 @@ def _summary_parts(c: dict[str, int], *, dry_run: bool) -> list[str]:
         f"{c['failed']} failed ({c['invalid']} invalid, {c['rejected']} rejected by Dataverse; "
         "all dead-lettered)"
     )
-    parts.append(f"{c['retried']} operations retried, {c['batches']} $batch requests")
+    requests = (
+        f"{_count(c['retried'], 'operation')} retried, {_count(c['batches'], '$batch request')}"
+    )
+    if c["bulk_requests"]:
+        requests += f", {_count(c['bulk_requests'], 'bulk request')}"
+    if c["isolating_requests"]:
+        requests += f" ({_count(c['isolating_requests'], 'request')} to isolate failed records)"
+    parts.append(requests)
     return parts
+
+
+def _count(n: int, word: str) -> str:
+    """``1 bulk request``, ``3 bulk requests``."""
+    return f"{n} {word if n == 1 else word + 's'}"
 
 
 class DeadLetters:

@@ -1,12 +1,14 @@
 """DynamicsSink: records of one stream -> validated operations, in input order per row.
 
 * ``process_record`` (reader thread) turns a record into an operation with the stream's compiled
-  :class:`~target_dynamics.plan.StreamPlan`: a write, or what ``delete_mode`` makes of a record
-  deleted at source; an invalid record goes to the dead-letter file and never reaches the
-  service. Every ``batch_size_rows`` operations the chunk is handed to the run's
-  :class:`~target_dynamics.writer.BatchWriter`.
+  :class:`~target_dynamics.plan.StreamPlan`: a write (a bulk message's target, or a ``$batch``
+  operation, as the table's route says), or what ``delete_mode`` makes of a record deleted at
+  source; an invalid record goes to the dead-letter file and never reaches the service. When the
+  chunk holds the route's rows per request (``bulk_size_rows``, ``elastic_bulk_size_rows`` or
+  ``batch_size_rows``) it is handed to the run's :class:`~target_dynamics.writer.BatchWriter`.
 * Records of one row are applied in input order: a chunk never holds two operations of one row,
-  and a record whose row is in a batch still in flight waits for it (retries included).
+  and a record whose row is in a chunk still in flight waits for it (retries and the isolation of
+  failed records included).
 * ``process_batch`` (the SDK's drain) waits for every batch handed out so far. The SDK emits STATE
   only after every sink drained, so a STATE never passes a record that is neither written nor
   dead-lettered. Failures that concern the whole run raise from the drain: no STATE is released
@@ -22,8 +24,10 @@ from concurrent.futures import wait as wait_futures
 
 from singer_sdk.sinks import BatchSink
 
+from target_dynamics.items import Item
 from target_dynamics.plan import DELETED_AT, InvalidRecord, StreamPlan
-from target_dynamics.writer import BatchWriter, Item
+from target_dynamics.routes import Route
+from target_dynamics.writer import BatchWriter
 
 if t.TYPE_CHECKING:
     from target_dynamics.target import TargetDynamics
@@ -52,8 +56,15 @@ class DynamicsSink(BatchSink):
         self._handed_out: dict[_Identity, Future[None]] = {}
         self._futures: list[Future[None]] = []
         self._skip_warned = False
-        self._batch_size = self.writer.settings.batch_size
         self._dry_run = self.writer.settings.dry_run
+        # The table's route (bulk message or $batch) is asked of the service before any write.
+        self.route: Route | None = None if self._dry_run else self.writer.route(self.plan)
+        if self.route is None:
+            how = " (dry run: nothing is written)"
+        elif self.route.bulk:
+            how = f", {self.route.message} in requests of {self.route.rows} rows"
+        else:
+            how = f", $batch requests of {self.route.rows} operations"
         self.logger.info(
             "Stream '%s' -> table '%s' (%s), key %s, mode %s%s",
             stream_name,
@@ -61,7 +72,7 @@ class DynamicsSink(BatchSink):
             self.plan.entity_set,
             ", ".join(self.plan.key),
             self.plan.mode,
-            " (dry run: nothing is written)" if self._dry_run else "",
+            how,
         )
 
     # -- the SDK's per-record work, replaced ---------------------------------------------------
@@ -82,9 +93,14 @@ class DynamicsSink(BatchSink):
         return None
 
     @property
+    def _chunk_rows(self) -> int:
+        """Records per request on this stream's route (it may fall back to $batch mid-run)."""
+        return self.route.rows if self.route is not None else self.writer.settings.batch_size
+
+    @property
     def max_size(self) -> int:
-        """Records between drains: enough for every parallel batch to be full."""
-        return self._batch_size * self.writer.settings.parallel_batches * 2
+        """Records between drains: enough for every parallel request to be full."""
+        return self._chunk_rows * self.writer.settings.parallel_batches * 2
 
     # -- records --------------------------------------------------------------------------------
 
@@ -112,9 +128,14 @@ class DynamicsSink(BatchSink):
                     return
                 kind = "delete" if plan.delete_mode == "hard" else "deactivate"
                 op, key = plan.delete_operation(record)
+                item = Item(record, key, kind, op=op)
                 report.add(self.stream_name, deletions=1)
+            elif self.route is not None and self.route.bulk:
+                target, key = plan.bulk_target(record)
+                item = Item(record, key, target=target)
             else:
                 op, key = plan.operation(record)
+                item = Item(record, key, op=op)
         except InvalidRecord as reason:
             report.add(self.stream_name, invalid=1)
             self.writer.dead_letter(
@@ -123,7 +144,7 @@ class DynamicsSink(BatchSink):
             return
         if self._dry_run:
             return
-        self._queue((record, op, key, kind), plan.identities(record))
+        self._queue(item, plan.identities(record))
 
     def _skip_deletion(self) -> None:
         self.writer.report.add(self.stream_name, skipped_deletions=1)
@@ -145,11 +166,11 @@ class DynamicsSink(BatchSink):
             self.writer.raise_fatal()
         self._chunk.append(item)
         self._chunk_ids.update(identities)
-        if len(self._chunk) >= self._batch_size:
+        if len(self._chunk) >= self._chunk_rows:
             self._submit()
 
     def process_batch(self, context: dict[str, t.Any]) -> None:
-        """Send what is queued and wait for every batch of this stream."""
+        """Send what is queued and wait for every chunk of this stream."""
         if self._chunk:
             self._submit()
         futures, self._futures = self._futures, []

@@ -35,6 +35,7 @@ from target_dynamics.plan import (
     parse_stream_options,
 )
 from target_dynamics.report import DeadLetters, RunReport
+from target_dynamics.routes import WRITE_METHODS
 from target_dynamics.sinks import DynamicsSink
 from target_dynamics.writer import BatchWriter, WriterSettings
 
@@ -48,13 +49,21 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 500
 DEAD_LETTERS = "dead-letter.jsonl"
 DEFAULT_PARALLEL_BATCHES = 4
+# Microsoft's advice for the bulk messages: about 1,000 rows per request on a standard table (one
+# transaction; bigger requests pay off until the payload and time limits), 100 on an elastic table
+# (no transaction, no gain from bigger requests: send more of them in parallel).
+DEFAULT_BULK_SIZE = 1000
+DEFAULT_ELASTIC_BULK_SIZE = 100
+BYPASS_CHOICES = ("CustomSync", "CustomAsync", "CustomSync,CustomAsync")
 
 
 class TargetDynamics(SentenceConfigErrors, Target):
-    """Writes Singer records into Dataverse tables by upsert PATCH requests grouped in $batch;
-    records deleted at source (_sdc_deleted_at) are skipped, deleted or deactivated as
-    delete_mode says. BATCH files (jsonl, gzip or not; parquet with pyarrow) are read from file://
-    manifests. ACTIVATE_VERSION messages do not apply to Dataverse tables and are ignored."""
+    """Writes Singer records into Dataverse tables with the bulk messages (UpsertMultiple,
+    UpdateMultiple, CreateMultiple) where a table supports them, and PATCH requests grouped in
+    $batch elsewhere; records deleted at source (_sdc_deleted_at) are skipped, deleted or
+    deactivated as delete_mode says. BATCH files (jsonl, gzip or not; parquet with pyarrow) are
+    read from file:// manifests. ACTIVATE_VERSION messages do not apply to Dataverse tables and
+    are ignored."""
 
     name = "target-dynamics"
     package_name = "tap-dynamics"
@@ -90,6 +99,32 @@ class TargetDynamics(SentenceConfigErrors, Target):
             "table's Inactive state and its default status). Never an upsert.",
         ),
         th.Property(
+            "write_method",
+            th.StringType(allowed_values=list(WRITE_METHODS)),
+            default="auto",
+            title="Write method",
+            description="How records are written: `auto` (default: the bulk message of the "
+            "mode, UpsertMultiple, UpdateMultiple or CreateMultiple, where the table supports "
+            "it, asked once per table; $batch elsewhere), `bulk` (the bulk messages only; a "
+            "table without them stops the run) or `batch` ($batch only). Deletes and "
+            "deactivations always go through $batch.",
+        ),
+        th.Property(
+            "bulk_size_rows",
+            th.IntegerType(minimum=1, maximum=10000),
+            default=DEFAULT_BULK_SIZE,
+            title="Bulk request size",
+            description="Records per bulk message request on a standard table (one "
+            "transaction per request).",
+        ),
+        th.Property(
+            "elastic_bulk_size_rows",
+            th.IntegerType(minimum=1, maximum=10000),
+            default=DEFAULT_ELASTIC_BULK_SIZE,
+            title="Elastic bulk request size",
+            description="Records per bulk message request on an elastic table.",
+        ),
+        th.Property(
             "batch_size_rows",
             th.IntegerType(minimum=1, maximum=1000),
             default=DEFAULT_BATCH_SIZE,
@@ -100,9 +135,27 @@ class TargetDynamics(SentenceConfigErrors, Target):
             "max_parallel_batches",
             th.IntegerType(minimum=1, maximum=52),
             default=DEFAULT_PARALLEL_BATCHES,
-            title="Parallel batches",
-            description="Most $batch requests in flight at once (the service allows 52 "
-            "concurrent requests per user).",
+            title="Parallel requests",
+            description="Most write requests (bulk or $batch) in flight at once; the service's "
+            "x-ms-dop-hint lowers it, and so does throttling (429) until it stops.",
+        ),
+        th.Property(
+            "bypass_business_logic",
+            th.StringType(allowed_values=list(BYPASS_CHOICES)),
+            title="Bypass business logic",
+            description="Skip the environment's custom synchronous logic (`CustomSync`: "
+            "plug-ins and real-time workflows), asynchronous logic (`CustomAsync`: asynchronous "
+            "plug-ins and workflows) or both (`CustomSync,CustomAsync`) for the target's writes "
+            "(MSCRM.BypassBusinessLogicExecution). Needs the prvBypassCustomBusinessLogic "
+            "privilege; Microsoft's own logic still runs.",
+        ),
+        th.Property(
+            "bypass_power_automate_flows",
+            th.BooleanType,
+            default=False,
+            title="Bypass Power Automate flows",
+            description="Do not trigger Power Automate flows for the target's writes "
+            "(MSCRM.SuppressCallbackRegistrationExpanderJob).",
         ),
         th.Property(
             "dead_letter_path",
@@ -222,6 +275,17 @@ class TargetDynamics(SentenceConfigErrors, Target):
         return int(self.config.get("max_parallel_batches") or DEFAULT_PARALLEL_BATCHES)
 
     @property
+    def request_headers(self) -> dict[str, str]:
+        """Headers of every write request: the business-logic and flow bypass switches."""
+        headers = {}
+        bypass = self.config.get("bypass_business_logic")
+        if bypass:
+            headers["MSCRM.BypassBusinessLogicExecution"] = str(bypass)
+        if self.config.get("bypass_power_automate_flows"):
+            headers["MSCRM.SuppressCallbackRegistrationExpanderJob"] = "true"
+        return headers
+
+    @property
     def dry_run(self) -> bool:
         """Validate only."""
         return bool(self.config.get("dry_run"))
@@ -248,8 +312,8 @@ class TargetDynamics(SentenceConfigErrors, Target):
 
     @property
     def writer(self) -> BatchWriter:
-        """The one writer of the run: the pool that sends $batch requests for every stream, the
-        report and the dead letters."""
+        """The one writer of the run: the pool that sends the write requests of every stream,
+        the report and the dead letters."""
         with self._lock:
             if self._writer is None:
                 self._writer = BatchWriter(
@@ -260,6 +324,12 @@ class TargetDynamics(SentenceConfigErrors, Target):
                         part_retries=self.part_retries,
                         api_version=str(self.config.get("api_version") or "9.2"),
                         dry_run=self.dry_run,
+                        write_method=str(self.config.get("write_method") or "auto"),
+                        bulk_size=int(self.config.get("bulk_size_rows") or DEFAULT_BULK_SIZE),
+                        elastic_bulk_size=int(
+                            self.config.get("elastic_bulk_size_rows") or DEFAULT_ELASTIC_BULK_SIZE
+                        ),
+                        request_headers=self.request_headers,
                     ),
                     self.report,
                     self.dead_letters,
@@ -320,7 +390,12 @@ class TargetDynamics(SentenceConfigErrors, Target):
         if mode == "deactivate" and table in self.model().entities:
             inactive = self._inactive(table, stream)
         return build_plan(
-            stream, opts, self.model(), delete_mode=self.delete_mode, inactive=inactive
+            stream,
+            opts,
+            self.model(),
+            delete_mode=self.delete_mode,
+            inactive=inactive,
+            request_headers=self.request_headers,
         )
 
     def plan_for(self, stream_name: str) -> StreamPlan:

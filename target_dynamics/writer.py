@@ -1,39 +1,43 @@
-"""BatchWriter: operations -> ``$batch`` requests -> the outcome of every record.
+"""BatchWriter: chunks of validated records -> requests -> the outcome of every record.
 
-One writer serves every stream of a run. It owns the thread pool that sends ``$batch`` requests
-(at most ``max_parallel_batches`` in flight, a bounded queue behind them), the run's report and
-dead-letter file, and the first failure that concerns the whole run.
+One writer serves every stream of a run. It owns the thread pool that sends the requests, the
+:class:`~target_dynamics.flow.Flow` that gates how many are in flight (``x-ms-dop-hint``, capped by
+``max_parallel_batches``, lowered on 429), the :class:`~target_dynamics.routes.Routes` that say
+how each table is written, the run's report and dead-letter file, and the first failure that
+concerns the whole run.
 
-* Each ``$batch`` is sent with ``Prefer: odata.continue-on-error`` as an idempotent request
-  (upserts, deletes and deactivations may be repeated), so the client's retry policy re-sends it
-  after 429 (exact Retry-After), 5xx and connection resets.
-* Each response part is matched to its operation by position: successes are counted; parts that
-  failed retryably (429/5xx) are sent again in a smaller batch, waiting as the same retry policy
-  says, at most ``max_part_retries`` times; a 404 to a deletion means the row is already gone;
-  other failures are dead-lettered with the Dataverse status, code and message.
-* A missing privilege (403) or a failure of the whole request that retrying cannot mend stops the
-  run: it is kept as :attr:`BatchWriter.fatal` and raised by the sinks, so no STATE passes the
-  records concerned.
+A chunk's records to write go the table's route: a bulk message
+(:mod:`target_dynamics.bulksend`) or ``$batch`` (:mod:`target_dynamics.batchsend`); its deletes
+and deactivations always go through ``$batch`` (``DeleteMultiple`` is for elastic tables only).
+
+A missing privilege (403), a failure of a whole request that retrying cannot mend, or a table
+without the bulk message under ``write_method: bulk`` stops the run: it is kept as
+:attr:`BatchWriter.fatal` and raised by the sinks, so no STATE passes the records concerned.
 """
 
 from __future__ import annotations
 
 import threading
 import typing as t
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dynamics_api.batch import BatchDecodeError, BatchOperation, decode_batch_response, encode_batch
-from dynamics_api.errors import ApiError, api_error
-from dynamics_api.http import RETRYABLE_STATUS, DataverseClient, parse_retry_after
+import requests
+
+from dynamics_api.errors import ApiError, ConfigError, DynamicsError
+from dynamics_api.http import DataverseClient
+from target_dynamics.batchsend import send_batch
+from target_dynamics.bulksend import send_bulk
+from target_dynamics.flow import Flow
+from target_dynamics.items import Item
 from target_dynamics.plan import DELETED_AT, StreamPlan
 from target_dynamics.report import DeadLetters, RunReport
+from target_dynamics.routes import Route, Routes
 
-__all__ = ["BatchWriter", "Item", "WriterSettings"]
+__all__ = ["BYPASS_PRIVILEGE", "BatchWriter", "Item", "WriterSettings"]
 
-#: (record, operation, key, kind): kind is "write", "delete" or "deactivate".
-Item = tuple[dict[str, t.Any], BatchOperation, dict[str, t.Any], str]
+BYPASS_PRIVILEGE = "prvBypassCustomBusinessLogic"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,11 @@ class WriterSettings:
     part_retries: int
     api_version: str = "9.2"
     dry_run: bool = False
+    write_method: str = "auto"
+    bulk_size: int = 1000
+    elastic_bulk_size: int = 100
+    #: Headers of every write request (the business-logic bypass).
+    request_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def api_root(self) -> str:
@@ -52,7 +61,7 @@ class WriterSettings:
 
 
 class BatchWriter:
-    """Sends operations of every stream in ``$batch`` requests and accounts for each record."""
+    """Sends the records of every stream and accounts for each of them."""
 
     def __init__(
         self,
@@ -62,16 +71,26 @@ class BatchWriter:
         dead_letters: DeadLetters,
         on_batch: Callable[[], None] | None = None,
     ) -> None:
-        self._client = client
-        #: Called after each $batch answer is accounted for (the progress lines).
+        self.client = client
+        #: Called after each write request's answer is accounted for (the progress lines).
         self._on_batch = on_batch
         self.settings = settings
         self.report = report
         self.dead_letters = dead_letters
         self.fatal: BaseException | None = None
+        # With the bypass headers, the first request goes alone: a user without the privilege
+        # then gets one refused request, and nothing else is sent.
+        self.flow = Flow(settings.parallel_batches, first_alone=bool(settings.request_headers))
+        self.routes = Routes(
+            self._get,
+            method=settings.write_method,
+            bulk_rows=settings.bulk_size,
+            elastic_rows=settings.elastic_bulk_size,
+            batch_rows=settings.batch_size,
+        )
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        # Batches queued or in flight: enough to keep every worker busy, bounded so memory
+        # Chunks queued or in flight: enough to keep every worker busy, bounded so memory
         # stays flat whatever the input size.
         self._inflight = threading.BoundedSemaphore(settings.parallel_batches * 2)
 
@@ -82,16 +101,20 @@ class BatchWriter:
         if self.fatal is not None:
             raise self.fatal
 
+    def route(self, plan: StreamPlan) -> Route:
+        """How ``plan``'s records are written (asked of the service once per table and mode)."""
+        return self.routes.route(plan)
+
     def submit(
         self, chunk: list[Item], plan: StreamPlan, on_done: Callable[[int], None]
     ) -> Future[None]:
-        """Send ``chunk`` (one stream's operations) in the background; ``on_done(n)`` is told
-        how many records were applied. Blocks while the queue of batches is full."""
+        """Send ``chunk`` (one stream's records) in the background; ``on_done(n)`` is told
+        how many records were applied. Blocks while the queue of chunks is full."""
         self.raise_fatal()
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
-                    self.settings.parallel_batches, thread_name_prefix="dynamics-batch"
+                    self.settings.parallel_batches, thread_name_prefix="dynamics-write"
                 )
             executor = self._executor
         self._inflight.acquire()
@@ -135,140 +158,95 @@ class BatchWriter:
             operation=plan.mode if kind == "write" else kind,
         )
 
-    # -- sending (pool threads) -----------------------------------------------------------------
-
-    def _send(self, chunk: list[Item], plan: StreamPlan, on_done: Callable[[int], None]) -> None:
-        try:
-            self._send_with_retries(chunk, plan, on_done)
-        except BaseException as exc:
-            self.fatal = exc
-            raise
-
-    def _send_with_retries(
-        self, chunk: list[Item], plan: StreamPlan, on_done: Callable[[int], None]
+    def count_done(
+        self, plan: StreamPlan, done: Mapping[str, int], on_done: Callable[[int], None]
     ) -> None:
-        client = self._client()
-        policy = client.retry
-        limit = self.settings.part_retries
-        stream = plan.stream
-        pending = chunk
-        attempt = 0
-        while pending:
-            encoded = encode_batch([item[1] for item in pending], api_root=self.settings.api_root)
-            try:
-                response = client.request(
-                    "POST",
-                    "$batch",
-                    data=encoded.body,
-                    headers={
-                        "Content-Type": encoded.content_type,
-                        "Prefer": "odata.continue-on-error",
-                    },
-                    entity=plan.table,
-                    idempotent=True,  # upserts, deletes and deactivations may be repeated
-                )
-            except ApiError as err:
-                if err.status in (0, 401, 403) or err.retryable:
-                    raise  # the run cannot go on: no STATE past these records
-                self.report.add(stream, batches=1, rejected=len(pending))
-                for record, _, key, kind in pending:
-                    self.dead_letter(
-                        plan, record, err.status, err.code, err.service_message, key, kind
-                    )
-                return
-            self.report.add(stream, batches=1)
-            try:
-                results = decode_batch_response(
-                    response.content, response.headers.get("Content-Type", "")
-                )
-            except BatchDecodeError as exc:
-                results = []
-                reason = f"Unreadable $batch response ({exc}); retrying its operations"
-            else:
-                reason = "throttled or failed in their $batch"
-            retry: list[Item] = []
-            asked: float | None = None
-            throttled = False
-            done = {"write": 0, "delete": 0, "deactivate": 0, "gone": 0}
-            for i, item in enumerate(pending):
-                res = results[i] if i < len(results) else None
-                kind = item[3]
-                if res is not None and res.ok:
-                    done[kind] += 1
-                    continue
-                status = res.status if res is not None else 0
-                if status == 404 and kind != "write":
-                    done["gone"] += 1  # deleted at source, and not (or no longer) in Dataverse
-                    continue
-                if res is not None and status == 403:
-                    # A missing privilege fails every record of the table alike: stop the run
-                    # with the table and the role to grant (no STATE goes past these records,
-                    # so a rerun after the fix writes them), rather than dead-letter them all.
-                    code, message = res.error()
-                    raise api_error(
-                        403,
-                        item[1].method,
-                        f"/{plan.entity_set}",
-                        code=code,
-                        message=message or res.reason,
-                        entity=plan.table,
-                    )
-                given = parse_retry_after(res.headers.get("retry-after")) if res else None
-                if (
-                    (res is None or status in RETRYABLE_STATUS)
-                    and not policy.exhausted(attempt, limit)
-                    and not policy.too_long(given)
-                ):
-                    retry.append(item)
-                    throttled = throttled or status == 429
-                    if given is not None:
-                        asked = max(asked or 0.0, given)
-                    continue
-                record, _, key, _ = item
-                if res is None:
-                    code, message = "", "The $batch response had no part for this operation."
-                else:
-                    code, message = res.error()
-                    message = message or res.reason
-                    if policy.too_long(given):
-                        message += (
-                            f" (Dataverse asked to wait {given:.0f} s, more than "
-                            f"max_retry_after {policy.max_retry_after:.0f} s)"
-                        )
-                self.report.add(stream, rejected=1)
-                self.dead_letter(plan, record, status or None, code, message, key, kind)
-            self._count_done(plan, done, on_done)
-            if self._on_batch is not None:
-                self._on_batch()
-            pending = retry
-            if pending:
-                self.report.add(stream, retried=len(pending))
-                if throttled and asked is not None:
-                    client.hold(asked)  # the other batches wait too: the limit is the user's
-                wait = policy.delay(attempt, asked)
-                attempt += 1
-                policy.wait(
-                    wait,
-                    f"{len(pending)} operation(s) of stream '{stream}' {reason}: retry "
-                    f"{attempt} of {limit}",
-                    throttled=throttled,
-                    given=asked is not None,
-                )
-
-    def _count_done(
-        self, plan: StreamPlan, done: dict[str, int], on_done: Callable[[int], None]
-    ) -> None:
+        """Count records applied: ``done`` by kind (write, delete, deactivate, gone)."""
         total = sum(done.values())
         if not total:
             return
-        written = done["write"]
+        written = done.get("write", 0)
         self.report.add(
             plan.stream,
             written=written,
             created=written if plan.mode == "create" else 0,
             updated=written if plan.mode == "update" else 0,
-            deleted=done["delete"],
-            deactivated=done["deactivate"],
-            already_gone=done["gone"],
+            deleted=done.get("delete", 0),
+            deactivated=done.get("deactivate", 0),
+            already_gone=done.get("gone", 0),
         )
         on_done(total)
+
+    def answered(self) -> None:
+        """One write request's answer is accounted for."""
+        if self._on_batch is not None:
+            self._on_batch()
+
+    # -- requests (pool threads) ------------------------------------------------------------------
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str,
+        plan: StreamPlan,
+        *,
+        prefer: str,
+        idempotent: bool,
+    ) -> requests.Response:
+        """POST one write request through the flow gate, with the run's request headers.
+
+        Raises:
+            ApiError: as :meth:`DataverseClient.request` says.
+            ConfigError: the user may not bypass business logic.
+        """
+        headers = {**self.settings.request_headers, "Content-Type": content_type, "Prefer": prefer}
+        return self._through_flow(
+            "POST", path, data=body, headers=headers, entity=plan.table, idempotent=idempotent
+        )
+
+    def _get(self, method: str, path: str, **kw: t.Any) -> requests.Response:
+        return self._through_flow(method, path, **kw)
+
+    def _through_flow(self, method: str, path: str, **kw: t.Any) -> requests.Response:
+        client = self.client()
+        write = method != "GET"
+        with self.flow.slot(write=write):
+            self.raise_fatal()  # another request found that the run cannot go on
+            try:
+                response = client.request(method, path, **kw)
+            except ApiError as err:
+                self.flow.observe(None, client.stats.statuses[429])
+                exc = self.refused(err)
+                if write and (exc is not err or err.status in (0, 401, 403) or err.retryable):
+                    # Known before the slot is released, so no request waiting for it is sent.
+                    self.fatal = self.fatal or exc
+                raise exc from None
+            self.flow.observe(response.headers.get("x-ms-dop-hint"), client.stats.statuses[429])
+            return response
+
+    def refused(self, err: ApiError) -> DynamicsError:
+        """``err``, or the one sentence for a user who may not bypass business logic."""
+        if err.status == 403 and BYPASS_PRIVILEGE in err.service_message:
+            return ConfigError(
+                "bypass_business_logic is set, but the user the target signs in as lacks the "
+                f"{BYPASS_PRIVILEGE} privilege: grant it with a security role (System "
+                "Administrator has it) or unset bypass_business_logic; nothing was written."
+            )
+        return err
+
+    def _send(self, chunk: list[Item], plan: StreamPlan, on_done: Callable[[int], None]) -> None:
+        try:
+            route = self.routes.route(plan)
+            writes = [item for item in chunk if item.kind == "write"]
+            others = [item for item in chunk if item.kind != "write"]
+            if writes and route.bulk:
+                send_bulk(self, writes, plan, route, on_done)
+            elif writes:
+                send_batch(self, writes, plan, on_done)
+            if others:
+                send_batch(self, others, plan, on_done)
+        except BaseException as exc:
+            if self.fatal is None:
+                self.fatal = exc
+            raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -120,6 +120,9 @@ class Entity:
         is_intersect, is_virtual, is_private: metadata flags used to skip tables in discovery.
         activity_type: for activity tables, the ``activitytypecode`` value (``email``).
         description: a short English description.
+        table_type: ``Standard`` or ``Elastic`` (EntityMetadata.TableType): a bulk message on an
+            elastic table writes each row on its own (partial success), on a standard table the
+            whole request is one transaction.
     """
 
     logical_name: str
@@ -137,13 +140,34 @@ class Entity:
     is_private: bool = False
     activity_type: str | None = None
     description: str = ""
+    table_type: str = "Standard"
+    # by_property() and storage_columns(), kept until the attributes change (bulk writes ask for
+    # them for every row).
+    _derived: dict[str, tuple[tuple[int, ...], Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    @property
+    def elastic(self) -> bool:
+        return self.table_type == "Elastic"
+
+    def _memo(self, name: str, build: Callable[[], Any]) -> Any:
+        key = tuple(map(id, self.attributes.values()))
+        found = self._derived.get(name)
+        if found is None or found[0] != key:
+            found = (key, build())
+            self._derived[name] = found
+        return found[1]
 
     def attribute(self, name: str) -> Attribute | None:
         return self.attributes.get(name)
 
     def by_property(self) -> dict[str, Attribute]:
         """Attributes keyed by Web API property name (``_ownerid_value`` for ``ownerid``)."""
-        return {a.property_name: a for a in self.attributes.values()}
+        built = self._memo(
+            "by_property", lambda: {a.property_name: a for a in self.attributes.values()}
+        )
+        return dict(built)
 
     def lookups(self) -> Iterator[Attribute]:
         return (a for a in self.attributes.values() if a.is_lookup)
@@ -151,12 +175,16 @@ class Entity:
     def storage_columns(self) -> list[str]:
         """The SQLite columns of this table, in order (see STORAGE.md): every property, plus
         ``<property>@lookuplogicalname`` after each lookup with more than one target."""
-        cols: list[str] = []
-        for a in self.attributes.values():
-            cols.append(a.property_name)
-            if a.is_lookup and len(a.targets) > 1:
-                cols.append(f"{a.property_name}@lookuplogicalname")
-        return cols
+
+        def build() -> list[str]:
+            cols: list[str] = []
+            for a in self.attributes.values():
+                cols.append(a.property_name)
+                if a.is_lookup and len(a.targets) > 1:
+                    cols.append(f"{a.property_name}@lookuplogicalname")
+            return cols
+
+        return list(self._memo("storage_columns", build))
 
 
 @dataclass
@@ -252,6 +280,7 @@ def _entity(t: dict[str, Any], spec: dict[str, Any]) -> Entity:
         is_custom=t.get("is_custom", False),
         activity_type=t.get("activity_type"),
         description=t.get("description", ""),
+        table_type=t.get("table_type", "Standard"),
     )
 
 

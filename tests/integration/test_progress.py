@@ -170,6 +170,7 @@ def test_target_progress_while_writing(fresh_emulator: Emulator, tmp_path: Path)
         config={
             "progress_interval": 0.1,
             "stream_options": {"account": {"key": ["accountnumber"]}},
+            "write_method": "batch",  # the slowed and throttled requests are $batch ones
         },
         env=_structured_logging(tmp_path),
     )

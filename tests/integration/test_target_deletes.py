@@ -322,7 +322,12 @@ def test_two_updates_of_one_row_keep_their_order_when_the_first_is_throttled(
         emu,
         tmp_path,
         text,
-        config={"stream_options": BY_NUMBER, "batch_size_rows": 1, "max_parallel_batches": 4},
+        config={
+            "stream_options": BY_NUMBER,
+            "write_method": "batch",
+            "batch_size_rows": 1,
+            "max_parallel_batches": 4,
+        },
     )
     assert run.returncode == 0, run.stderr[-2000:]
     row = _account(emu, accountnumber=number)

@@ -8,7 +8,8 @@ from dynamics_emulator.faults import Fault
 from dynamics_emulator.server import Emulator
 from tests.targetharness import messages_text, record_message, run_target, schema_message
 
-CONFIG = {"stream_options": {"account": {"key": ["accountnumber"]}}}
+# Faults of single operations inside a $batch: the writes go through $batch.
+CONFIG = {"stream_options": {"account": {"key": ["accountnumber"]}}, "write_method": "batch"}
 
 
 def _input(n: int) -> str:

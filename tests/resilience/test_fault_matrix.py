@@ -370,7 +370,30 @@ def small_emulator() -> Iterator[Emulator]:
 
 
 def _target_config(**extra: Any) -> dict[str, Any]:
-    return {"request_timeout": TIMEOUT, "batch_size_rows": 50, "max_parallel_batches": 2, **extra}
+    return {
+        "request_timeout": TIMEOUT,
+        "batch_size_rows": 50,
+        "bulk_size_rows": 50,
+        "max_parallel_batches": 2,
+        **extra,
+    }
+
+
+#: The target's two ways of writing: $batch, and UpsertMultiple (write_method auto picks it for
+#: accounts). Single faults land on the requests that carry the records. An UpsertMultiple answer
+#: is a 204 without a body, so a cut-short body is a $batch case only.
+TARGET_METHODS = {"batch": "$batch", "bulk": "Microsoft.Dynamics.CRM.UpsertMultiple"}
+TARGET_CASES = [
+    pytest.param(
+        ("batch" if name == "batch" else "auto", path),
+        case.values[0],
+        id=f"{case.id}-{name}",
+        marks=case.marks,
+    )
+    for case in SINGLE_FAULTS
+    for name, path in TARGET_METHODS.items()
+    if name == "batch" or all(f.kind != "truncate" for f in case.values[0])
+]
 
 
 def _check_target(
@@ -396,32 +419,50 @@ def _check_target(
     assert written == sorted(written) and written[-1] == TARGET_ROWS
 
 
-@pytest.mark.parametrize("faults", SINGLE_FAULTS)
+@pytest.mark.parametrize(("method", "faults"), TARGET_CASES)
 def test_target_single_fault(
     target_env: TargetEnv,
     small_emulator: Emulator,
     tmp_path: Path,
     faults: list[Fault],
+    method: tuple[str, str],
     fault_matrix: FaultMatrix,
     request: pytest.FixtureRequest,
 ) -> None:
-    # $metadata and the first $batch pass, then the faults on the next $batch requests.
-    small_emulator.faults.script([None, None, *faults])
-    _check_target(target_env, small_emulator, tmp_path, fault_matrix, _case_name(request), 0)
+    write_method, path = method
+    if write_method == "batch":
+        # $metadata and the first $batch pass, then the faults on the next $batch requests.
+        small_emulator.faults.script([None, None, *faults])
+    else:
+        # The faults on the first bulk requests, one each.
+        for fault in faults:
+            small_emulator.faults.add(fault, times=1, path_contains=path)
+    _check_target(
+        target_env,
+        small_emulator,
+        tmp_path,
+        fault_matrix,
+        _case_name(request),
+        0,
+        write_method=write_method,
+    )
+    if write_method != "batch":
+        assert all(path in p for _, p, _ in small_emulator.faults.injected)
 
 
 def test_target_token_revoked_mid_run(
     target_env: TargetEnv, small_emulator: Emulator, tmp_path: Path, fault_matrix: FaultMatrix
 ) -> None:
     emu = small_emulator
-    emu.faults.add(Fault("slow", delay=1.0), times=1, path_contains="$batch")
-    watcher = _when_first(emu, "$batch", emu.revoke_all_tokens)
+    bulk = "Microsoft.Dynamics.CRM.UpsertMultiple"  # write_method auto: accounts in bulk
+    emu.faults.add(Fault("slow", delay=1.0), times=1, path_contains=bulk)
+    watcher = _when_first(emu, bulk, emu.revoke_all_tokens)
     run = run_target(
         emu, tmp_path, target_env.input_text, config=_target_config(max_parallel_batches=1)
     )
     watcher.join()
     assert run.returncode == 0, run.stderr[-3000:]
-    rejected = sum(1 for e in emu.requests("$batch") if e.status == 401)
+    rejected = sum(1 for e in emu.requests(bulk) if e.status == 401)
     lost, different = compare_tables(target_env.expected, table_snapshot(emu))
     fault_matrix.record(
         MatrixRow(
@@ -451,16 +492,25 @@ def test_target_service_protection_budget(
     assert small_emulator.counters()["throttled"] > 0
 
 
-def _target_random(env: TargetEnv, tmp: Path, matrix: FaultMatrix, seed: int, rate: float) -> None:
+def _target_random(
+    env: TargetEnv,
+    tmp: Path,
+    matrix: FaultMatrix,
+    seed: int,
+    rate: float,
+    write_method: str = "auto",
+) -> None:
     with Emulator(counts=SMALL) as emu:
         emu.faults.randomly(rate, MIX, seed=seed)
-        _check_target(env, emu, tmp, matrix, f"random-mix-seed-{seed}", 0, max_retries=8)
+        case = f"random-mix-seed-{seed}" + ("-batch" if write_method == "batch" else "")
+        _check_target(env, emu, tmp, matrix, case, 0, max_retries=8, write_method=write_method)
 
 
+@pytest.mark.parametrize("write_method", ["batch", "auto"])
 def test_target_random_mix(
-    target_env: TargetEnv, tmp_path: Path, fault_matrix: FaultMatrix
+    target_env: TargetEnv, tmp_path: Path, fault_matrix: FaultMatrix, write_method: str
 ) -> None:
-    _target_random(target_env, tmp_path, fault_matrix, 7, rate=0.25)
+    _target_random(target_env, tmp_path, fault_matrix, 7, rate=0.25, write_method=write_method)
 
 
 @pytest.mark.long

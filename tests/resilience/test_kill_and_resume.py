@@ -1,10 +1,12 @@
 """``kill -9`` in the middle of a run, then a rerun: nothing is lost.
 
 * The tap is killed after it emitted a STATE with a bookmark and more records after it, reading
-  one chain of pages or windows side by side; the rerun starts from that last STATE. The union of both runs' keys is every row, and the only rows seen
-  twice are at or after the bookmark (at-least-once at the boundary, never a gap).
-* The target is killed after some ``$batch`` requests; the same input is given again. Upserts are
-  idempotent, so the table equals the fault-free result: every record written once in effect.
+  one chain of pages or windows side by side; the rerun starts from that last STATE. The union
+  of both runs' keys is every row, and the only rows seen twice are at or after the bookmark
+  (at-least-once at the boundary, never a gap).
+* The target is killed after some write requests (``$batch``, or ``UpsertMultiple``); the same
+  input is given again. Upserts are idempotent, so the table equals the fault-free result: every
+  record written once in effect.
 """
 
 from __future__ import annotations
@@ -131,8 +133,15 @@ def test_tap_kill_9_then_resume_from_last_state(
     assert len(second_ids) < ROWS  # it really resumed: not a full re-read
 
 
+@pytest.mark.parametrize(
+    ("write_method", "path"),
+    [
+        pytest.param("batch", "$batch", id="batch"),
+        pytest.param("auto", "Microsoft.Dynamics.CRM.UpsertMultiple", id="bulk"),
+    ],
+)
 def test_target_kill_9_then_rerun_writes_each_record_once_in_effect(
-    tmp_path: Path, fault_matrix: FaultMatrix
+    tmp_path: Path, fault_matrix: FaultMatrix, write_method: str, path: str
 ) -> None:
     records = target_records(TARGET_ROWS * 4)
     text = target_input(records)
@@ -145,7 +154,9 @@ def test_target_kill_9_then_rerun_writes_each_record_once_in_effect(
             metadata_cache_ttl=0,
             dead_letter_path=str(tmp_path / "dead.jsonl"),
             batch_size_rows=50,
+            bulk_size_rows=50,
             max_parallel_batches=2,
+            write_method=write_method,
         )
         (tmp_path / "config.json").write_text(json.dumps(cfg))
         env = {**os.environ, "REQUESTS_CA_BUNDLE": emu.ca_bundle}
@@ -175,7 +186,7 @@ def test_target_kill_9_then_rerun_writes_each_record_once_in_effect(
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         deadline = time.monotonic() + 120
-        while len(emu.requests("$batch")) < 3 and time.monotonic() < deadline:
+        while len(emu.requests(path)) < 3 and time.monotonic() < deadline:
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
@@ -183,11 +194,19 @@ def test_target_kill_9_then_rerun_writes_each_record_once_in_effect(
         assert proc.returncode == -signal.SIGKILL, "the target finished before it was killed"
         partial = table_snapshot(emu)
         assert len(partial) < len(expected)  # killed mid-run: not everything was written
-        rerun = run_target(emu, tmp_path / "rerun", text)
+        rerun = run_target(emu, tmp_path / "rerun", text, config={"write_method": write_method})
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert rerun.dead_letters == []
         lost, different = compare_tables(expected, table_snapshot(emu))
     fault_matrix.record(
-        MatrixRow("target", "kill-9-mid-run-then-rerun", 1, 2, len(expected), lost, different)
+        MatrixRow(
+            "target",
+            f"kill-9-mid-run-then-rerun-{'batch' if write_method == 'batch' else 'bulk'}",
+            1,
+            2,
+            len(expected),
+            lost,
+            different,
+        )
     )
     assert (lost, different) == (0, 0)

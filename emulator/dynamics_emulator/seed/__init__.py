@@ -56,6 +56,7 @@ _DEFAULT_COUNTS = {
     "opportunity": 300,
     "lead": 400,
     "new_project": 60,
+    "contoso_sensordata": 200,
 }
 
 

@@ -6,13 +6,14 @@ from ..cost import Work
 from ..resource import ResourcePath, split_api_path
 from ..wire import NOT_SUPPORTED, ODataError, Response
 from .batch import Batch
+from .bulk import Bulk, bulk_message
 from .common import Prefer, Request
 from .functions import Functions
 from .metadata import MetadataAnswers
 from .tracking import ChangeTracking
 
 
-class DataService(MetadataAnswers, ChangeTracking, Batch, Functions):
+class DataService(MetadataAnswers, ChangeTracking, Batch, Bulk, Functions):
     """Answers ``/api/data/v9.x/...`` requests."""
 
     # -- entry ---------------------------------------------------------------------------------
@@ -30,6 +31,8 @@ class DataService(MetadataAnswers, ChangeTracking, Batch, Functions):
         self, req: Request, res: ResourcePath, content_ids: dict[str, str] | None
     ) -> Response:
         seg = res.segment
+        if req.method != "GET":
+            self._check_bypass(req)
         if seg == "$metadata":
             return self._metadata(req)
         if seg == "$batch":
@@ -44,6 +47,8 @@ class DataService(MetadataAnswers, ChangeTracking, Batch, Functions):
             return self._retrieve_total_record_count(req, res)
         if seg == "EntityDefinitions":
             return self._string_lengths(req, res)
+        if seg == "sdkmessagefilters":
+            return self._sdk_message_filters(req, res)
         entity = self.model.by_set(seg)
         if entity is None or entity.abstract:
             raise ODataError(404, "0x80060888", f"Resource not found for the segment '{seg}'.")
@@ -51,6 +56,9 @@ class DataService(MetadataAnswers, ChangeTracking, Batch, Functions):
         if res.key is None:
             if res.rest == ["$count"] and req.method == "GET":
                 return self._count(req, entity)
+            message = bulk_message(res.rest[0]) if len(res.rest) == 1 else None
+            if message is not None:
+                return self._bulk(req, res, entity, message)
             if res.rest:
                 raise ODataError(
                     400, NOT_SUPPORTED, f"The segment '{res.rest[0]}' is not supported."

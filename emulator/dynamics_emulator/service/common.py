@@ -114,6 +114,10 @@ class ServiceSettings:
     change_tracking_retention_days: float = 7.0
     denied_tables: dict[str, set[str]] = field(default_factory=dict)  # client id or "*" -> tables
     max_response_bytes: int | None = None  # a page larger than this fails with 0x80040216
+    #: Tables without CreateMultiple / UpdateMultiple / UpsertMultiple (logical names).
+    bulk_unsupported: set[str] = field(default_factory=set)
+    #: Client ids (or "*") whose user lacks prvBypassCustomBusinessLogic.
+    no_bypass_privilege: set[str] = field(default_factory=set)
 
 
 def shown_key(res: ResourcePath) -> str:

@@ -11,7 +11,7 @@ from ..odata_query import parse_select
 from ..resource import ResourcePath, format_key
 from ..store import q, utc_now_text
 from ..wire import DUPLICATE_KEY, NOT_SUPPORTED, ODataError, Response, json_response
-from .common import ROW_VERSION_MISMATCH, Prefer, Request, payload_error
+from .common import ROW_VERSION_MISMATCH, Prefer, Request, payload_error, shown_key
 from .payload import Payloads
 from .reads import Reads
 
@@ -129,24 +129,26 @@ class Writes(Payloads, Reads):
     def _create(
         self, req: Request, res: ResourcePath, entity: Entity, content_ids: dict[str, str] | None
     ) -> Response:
-        if entity.logical_name == "activitypointer":
-            raise ODataError(
-                400, NOT_SUPPORTED, "Create an activity through its own table (emails, tasks, ...)."
-            )
+        _check_not_activitypointer(entity, "Create")
         data = self._payload(req, entity)
-        values = self._convert_payload(entity, data, content_ids)
-        row_id = values.get(entity.primary_id) or str(uuid.uuid4())
-        values[entity.primary_id] = row_id
-        with self.store.transaction():
-            if self.store.get_row(entity, {entity.primary_id: row_id}, [entity.primary_id]):
-                raise ODataError(400, "0x80040237", "Cannot insert duplicate key.")
-            self._insert(req, entity, values)
+        row_id = self._create_row(req, entity, self._convert_payload(entity, data, content_ids))
         prefer = Prefer.parse(req.header("prefer"))
         if prefer.return_representation:
             return self._representation(req, res, entity, row_id, 201)
         return Response(
             204, b"", [("OData-Version", "4.0"), *self._entity_id_header(req, res, entity, row_id)]
         )
+
+    def _create_row(self, req: Request, entity: Entity, values: dict[str, Any]) -> str:
+        """Insert one row from converted ``values``; its id (given in the payload, or new)."""
+        _check_not_activitypointer(entity, "Create")
+        row_id = values.get(entity.primary_id) or str(uuid.uuid4())
+        values[entity.primary_id] = row_id
+        with self.store.transaction():
+            if self.store.get_row(entity, {entity.primary_id: row_id}, [entity.primary_id]):
+                raise ODataError(400, "0x80040237", "Cannot insert duplicate key.")
+            self._insert(req, entity, values)
+        return str(row_id)
 
     def _insert(self, req: Request, entity: Entity, values: dict[str, Any]) -> None:
         self._stamp(req, entity, values, create=True)
@@ -176,65 +178,21 @@ class Writes(Payloads, Reads):
     def _upsert(
         self, req: Request, res: ResourcePath, entity: Entity, content_ids: dict[str, str] | None
     ) -> Response:
-        if entity.logical_name == "activitypointer":
-            raise ODataError(
-                400, NOT_SUPPORTED, "Update an activity through its own table (emails, tasks, ...)."
-            )
+        _check_not_activitypointer(entity, "Update")
         key = self._resolve_key(entity, res)
         data = self._payload(req, entity)
         values = self._convert_payload(entity, data, content_ids)
-        if_match = req.header("if-match")
-        if_none_match = req.header("if-none-match")
         prefer = Prefer.parse(req.header("prefer"))
         key_text = format_key(res.key or {})
-        with self.store.transaction():
-            existing = self.store.get_row(entity, key)
-            if existing is None:
-                if if_match is not None:
-                    raise self._not_found(entity, res)
-                if entity.primary_id in key:
-                    if (
-                        values.get(entity.primary_id, key[entity.primary_id])
-                        != key[entity.primary_id]
-                    ):
-                        raise payload_error(
-                            entity, "The primary key in the payload does not match the URL."
-                        )
-                    values[entity.primary_id] = key[entity.primary_id]
-                else:
-                    for p, v in key.items():
-                        values.setdefault(p, v)  # body values win over URL key values
-                    values.setdefault(entity.primary_id, str(uuid.uuid4()))
-                row_id = values[entity.primary_id]
-                self._insert(req, entity, values)
-                created = True
-            else:
-                if if_none_match == "*":
-                    raise ODataError(412, "", "A record with matching key values already exists.")
-                if (
-                    if_match not in (None, "*")
-                    and if_match != f'W/"{existing.get("versionnumber")}"'
-                ):
-                    raise ODataError(
-                        412,
-                        "",
-                        ROW_VERSION_MISMATCH,
-                    )
-                row_id = existing[entity.primary_id]
-                if entity.primary_id not in key:
-                    for p in key:
-                        values.pop(p, None)  # key columns in the body are ignored on update
-                if values.get(entity.primary_id, row_id) != row_id:
-                    raise payload_error(
-                        entity, "The primary key in the payload does not match the URL."
-                    )
-                values.pop(entity.primary_id, None)
-                self._stamp(req, entity, values, create=False)
-                merged = {**existing, **values}
-                values.update(self._computed(entity, merged))
-                self._check_alternate_keys(entity, {**existing, **values}, exclude_id=row_id)
-                self.store.update(entity, row_id, values)
-                created = False
+        row_id, created = self._upsert_row(
+            req,
+            entity,
+            key,
+            values,
+            shown=shown_key(res),
+            if_match=req.header("if-match"),
+            if_none_match=req.header("if-none-match"),
+        )
         if prefer.return_representation:
             return self._representation(req, res, entity, row_id, 201 if created else 200)
         return Response(
@@ -242,6 +200,59 @@ class Writes(Payloads, Reads):
             b"",
             [("OData-Version", "4.0"), *self._entity_id_header(req, res, entity, key_text)],
         )
+
+    def _upsert_row(
+        self,
+        req: Request,
+        entity: Entity,
+        key: dict[str, Any],
+        values: dict[str, Any],
+        *,
+        shown: str,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> tuple[str, bool]:
+        """Update the row ``key`` names, or create it (``If-Match`` / ``If-None-Match`` as in a
+        PATCH); ``shown`` is the key as the not-found message shows it. Returns (row id,
+        created)."""
+        with self.store.transaction():
+            existing = self.store.get_row(entity, key)
+            if existing is None:
+                if if_match is not None:
+                    raise ODataError(
+                        404, "", f"{entity.logical_name} With Id = {shown} Does Not Exist"
+                    )
+                if entity.primary_id in key and (
+                    values.get(entity.primary_id, key[entity.primary_id]) != key[entity.primary_id]
+                ):
+                    raise payload_error(
+                        entity, "The primary key in the payload does not match the URL."
+                    )
+                for p, v in key.items():
+                    values.setdefault(p, v)  # body values win over URL key values
+                values.setdefault(entity.primary_id, str(uuid.uuid4()))
+                row_id = values[entity.primary_id]
+                self._insert(req, entity, values)
+                return str(row_id), True
+            if if_none_match == "*":
+                raise ODataError(412, "", "A record with matching key values already exists.")
+            if if_match not in (None, "*") and if_match != f'W/"{existing.get("versionnumber")}"':
+                raise ODataError(412, "", ROW_VERSION_MISMATCH)
+            row_id = existing[entity.primary_id]
+            if entity.primary_id not in key:
+                for p in key:
+                    values.pop(p, None)  # key columns in the body are ignored on update
+            if values.get(entity.primary_id, row_id) != row_id:
+                raise payload_error(
+                    entity, "The primary key in the payload does not match the URL."
+                )
+            values.pop(entity.primary_id, None)
+            self._stamp(req, entity, values, create=False)
+            merged = {**existing, **values}
+            values.update(self._computed(entity, merged))
+            self._check_alternate_keys(entity, {**existing, **values}, exclude_id=row_id)
+            self.store.update(entity, row_id, values)
+            return str(row_id), False
 
     def _delete(self, req: Request, res: ResourcePath, entity: Entity) -> Response:
         key = self._resolve_key(entity, res)
@@ -264,3 +275,10 @@ class Writes(Payloads, Reads):
                 )
             self.store.delete(entity, row[entity.primary_id])
         return Response(204, b"", [("OData-Version", "4.0")])
+
+
+def _check_not_activitypointer(entity: Entity, verb: str) -> None:
+    if entity.logical_name == "activitypointer":
+        raise ODataError(
+            400, NOT_SUPPORTED, f"{verb} an activity through its own table (emails, tasks, ...)."
+        )
