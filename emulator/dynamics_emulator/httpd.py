@@ -163,14 +163,8 @@ class Handler(BaseHTTPRequestHandler):
         res, fault = ans.response, ans.fault
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay)
-        status = res.status
-        if fault is not None and fault.kind == "reset":
-            self._reset()
-            status = 0
-        else:
-            self._write(res, truncate=fault is not None and fault.kind == "truncate")
-            if fault is not None and fault.kind == "truncate":
-                status = -res.status
+        kind = fault.kind if fault is not None else None
+        status = 0 if kind == "reset" else -res.status if kind == "truncate" else res.status
         logged = {
             k: v for k, v in headers.items() if k not in ("authorization", "x-identity-header")
         }
@@ -197,6 +191,11 @@ class Handler(BaseHTTPRequestHandler):
                 held_seconds=ans.held_seconds,
             )
         )
+        # Logged before it is sent: a client that has its answer finds the request in the log.
+        if kind == "reset":
+            self._reset()
+        else:
+            self._write(res, truncate=kind == "truncate")
 
     def _write(self, res: Response, *, truncate: bool) -> None:
         self.send_response(res.status)
