@@ -85,17 +85,17 @@ def _record(matrix: FaultMatrix, case: str, faults: int, result: tuple[int, int,
 def test_parallel_read_through_a_429_storm(
     fresh: Env, tmp_path: Path, fault_matrix: FaultMatrix
 ) -> None:
-    # A budget of 12 requests per 500 modelled seconds (1 s real) and 2 at a time, while the
-    # service recommends 4: most requests are answered 429 with a Retry-After; the tap waits it
+    # A budget of 20 requests per 250 modelled seconds (0.5 s real) and 2 at a time, while the
+    # service recommends 4: many requests are answered 429 with a Retry-After; the tap waits it
     # out (every thread of the client), halves its requests in flight, and reads every row once.
     emu = fresh.emu
     emu.protection.use(
         ServiceLimits(
-            max_requests=12, max_execution_seconds=None, max_concurrent=2, window_seconds=500
+            max_requests=20, max_execution_seconds=None, max_concurrent=2, window_seconds=250
         )
     )
     run = run_tap(
-        emu, tmp_path, catalog=fresh.catalog, config={"page_size": PAGE, "max_retries": 50}
+        emu, tmp_path, catalog=fresh.catalog, config={"page_size": PAGE, "max_retries": 100}
     )
     counters = emu.counters()
     _record(fault_matrix, "parallel-429-storm", counters["throttled"], _check(fresh, run))
@@ -137,13 +137,23 @@ def test_parallel_read_survives_a_5xx_inside_one_window(
     # Once windows are being read, the next few data requests fail with a 5xx: the failed page
     # of a window is asked for again (the same link) and its chain goes on; no row is lost or
     # repeated, and the order holds.
+    # The failures land on the next requests, probes or pages: the case is run again (at most
+    # three times) until one of them was a window's page.
     emu = fresh.emu
-    watcher = _after_first_window_page(
-        emu, lambda: emu.faults.script([Fault("status", status=status)] * 3)
-    )
-    run = run_tap(emu, tmp_path, catalog=fresh.catalog, config={"page_size": PAGE})
-    watcher.join(timeout=5)
-    failed = [e for e in emu.requests(ACCOUNTS) if e.status == status]
-    _record(fault_matrix, f"parallel-{status}-inside-a-window", len(failed), _check(fresh, run))
-    assert len(failed) == 3
+    for attempt in range(3):
+        emu.clear_log()
+        watcher = _after_first_window_page(
+            emu, lambda: emu.faults.script([Fault("status", status=status)] * 3)
+        )
+        run = run_tap(
+            emu, tmp_path / str(attempt), catalog=fresh.catalog, config={"page_size": PAGE}
+        )
+        watcher.join(timeout=5)
+        emu.faults.clear()
+        failed = [e for e in emu.requests(ACCOUNTS) if e.status == status]
+        result = _check(fresh, run)
+        assert len(failed) == 3
+        if any(_window_page(e) for e in failed):
+            break
+    _record(fault_matrix, f"parallel-{status}-inside-a-window", len(failed), result)
     assert any(_window_page(e) for e in failed), [e.query for e in failed]
