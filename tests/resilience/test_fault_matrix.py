@@ -190,8 +190,18 @@ def test_tap_token_revoked_mid_run(tap: TapEnv, tmp_path: Path, fault_matrix: Fa
     revoked_before = sum(1 for e in emu.log if e.status == 401)
     # Page 2 is slow (within the timeout), so the revocation lands in the middle of the stream.
     emu.faults.script([None, Fault("slow", delay=1.0)])
-    watcher = _when_first(emu, "/accounts", emu.revoke_all_tokens)
-    # One chain (windows side by side would read on while page 2 is slow and may finish first).
+    injected = len(emu.faults.injected)
+
+    def revoke_while_slow() -> None:
+        # Revoke while the slow request is being answered: every later request meets it.
+        deadline = time.monotonic() + 120
+        while len(emu.faults.injected) == injected and time.monotonic() < deadline:
+            time.sleep(0.002)
+        emu.revoke_all_tokens()
+
+    watcher = threading.Thread(target=revoke_while_slow, daemon=True)
+    watcher.start()
+    # One chain (windows side by side would read on while one request is slow).
     run = run_tap(emu, tmp_path, catalog=tap.catalog, config=_tap_config(max_parallel_requests=1))
     watcher.join()
     rejected = sum(1 for e in emu.requests("/accounts") if e.status == 401) - revoked_before
