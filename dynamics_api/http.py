@@ -426,8 +426,7 @@ class DataverseClient:
             return fresh
 
     def hold(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` from now, from any thread (see
-        :class:`~dynamics_api.retry.Hold`); the calling thread waits the ``seconds`` itself."""
+        """Send nothing for ``seconds`` from now, from any thread (:class:`~.retry.Hold`)."""
         self._hold.start(seconds)
 
     def _await_hold(self) -> None:
