@@ -7,9 +7,11 @@ are decoded later by the thread that writes them (``tap_dynamics.lines``).
 
 from __future__ import annotations
 
+import typing as t
+
 import msgspec
 
-__all__ = ["links_of"]
+__all__ = ["column_of", "first_rows", "links_of"]
 
 
 class _Links(msgspec.Struct):
@@ -35,3 +37,26 @@ def links_of(content: bytes) -> _Links:
         except msgspec.DecodeError:
             pass  # a "]" inside the links themselves: read the whole page
     return _links(content)
+
+
+class _Rows(msgspec.Struct):
+    value: list[msgspec.Raw] = []
+
+
+_rows = msgspec.json.Decoder(_Rows).decode
+_column_decoders: dict[str, t.Callable[[bytes], t.Any]] = {}
+
+
+def column_of(content: bytes, column: str) -> tuple[list[msgspec.Raw], list[str | None]]:
+    """The page's rows (as their bytes) and each row's value of ``column``."""
+    decode = _column_decoders.get(column)
+    if decode is None:
+        one = msgspec.defstruct("One", [(column, str | None, None)])
+        decode = _column_decoders[column] = msgspec.json.Decoder(one).decode
+    rows = _rows(content).value
+    return rows, [getattr(decode(row), column) for row in rows]
+
+
+def first_rows(rows: list[msgspec.Raw], keep: int) -> bytes:
+    """A page of the first ``keep`` rows, without links."""
+    return b'{"value":[' + b",".join(bytes(r) for r in rows[:keep]) + b"]}"

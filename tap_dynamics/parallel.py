@@ -16,9 +16,11 @@ Bounds:
 - at most ``2 * ceiling + PREFETCH`` pages are held at once (in flight or waiting to be handed over,
   as bytes); only the window being handed over may go past it, so the reader never stalls.
 
-Windows come from iterators (the planner's walks) that may themselves make requests (probes):
-each runs in its own thread, and their requests take a slot before any page request waiting for
-one, at most a quarter of the slots (at least one) at a time.
+A window may turn out to hold more than a page: ``refine`` looks at its page when it comes with
+a next link and may cut the page and put new windows right after it (in place of the rest of the
+chain). Windows come from iterators that may make requests (probes), each in its own thread;
+probes (``refine``'s too) take a slot before any page request waiting for one, at most a quarter
+of the slots (at least one) at a time.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ HANDOFF = 0.003
 
 #: ``fetch(url, params) -> (body, next link)``: one page of a chain.
 Fetch = Callable[[str, str | None], tuple[bytes, str | None]]
+#: ``refine(job, body) -> (body to keep, jobs for the rest) | None``: a page with a next link.
+Refine = Callable[["Job", bytes], "tuple[bytes, list[Job]] | None"]
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -50,7 +54,8 @@ class Stopped(Exception):  # noqa: N818 - a signal, not an error
 
 @dataclass
 class Job:
-    """One window's chain: the first request, then the next links, and its pages so far."""
+    """One window's chain: the first request, then the next links, and its pages so far
+    (``scout``: its first page may split it, so it is worth reading before the jobs around it)."""
 
     url: str | None
     params: str | None
@@ -58,6 +63,8 @@ class Job:
     in_flight: bool = False
     pages: deque[bytes] = field(default_factory=deque)
     requests: int = 0
+    part: int = 0
+    scout: bool = False
 
     @property
     def finished(self) -> bool:
@@ -119,13 +126,23 @@ class Reader:
         fetch: one page of a chain.
         gate: the concurrency limit.
         name: for thread names.
+        refine: called with a page that came with a next link (outside the lock, its request
+            done); when it returns a page and jobs, the page replaces the one fetched, the chain
+            ends there and the jobs are read right after it.
     """
 
     def __init__(
-        self, sources: t.Sequence[Iterable[Job]], fetch: Fetch, gate: Gate, *, name: str
+        self,
+        sources: t.Sequence[Iterable[Job]],
+        fetch: Fetch,
+        gate: Gate,
+        *,
+        name: str,
+        refine: Refine | None = None,
     ) -> None:
         self._sources = list(sources)
         self._fetch = fetch
+        self._refine = refine
         self.gate = gate
         self._name = name
         self._cond = threading.Condition()
@@ -136,6 +153,9 @@ class Reader:
         self._in_flight = 0
         self._pages_in_flight = 0
         self._held = 0  # pages in flight or waiting
+        self._waiting = 0  # of them, pages waiting to be handed over
+        self._waiting_bytes = 0
+        self._page_bytes = 0  # the largest page seen
         self._probes_waiting = 0
         self._probes_in_flight = 0
         self._stop = False
@@ -144,6 +164,7 @@ class Reader:
         self.peak_in_flight = 0
         self.page_requests = 0
         self.planning_seconds = 0.0
+        self.splits = 0
         self.capacity = 2 * gate.ceiling + PREFETCH
 
     @property
@@ -197,6 +218,7 @@ class Reader:
                 with self._cond:
                     if self._stop:
                         return
+                    job.part = part
                     self._parts[part].append(job)
                     self._cond.notify_all()
         except Stopped:
@@ -219,6 +241,12 @@ class Reader:
                 n += job.requests == 0 and not job.in_flight and job.url is not None
         return n
 
+    def _pages_held(self) -> float:
+        """Pages held (lock held): those in flight, and those waiting counted by their bytes in
+        full pages (the largest seen), so that small windows' pages do not fill the cap."""
+        waiting = self._waiting_bytes / self._page_bytes if self._page_bytes else self._waiting
+        return self._held - self._waiting + waiting
+
     def _pick(self) -> Job | None:
         """The earliest job with a request to make, if a request may start now (lock held)."""
         limit = self.gate.limit
@@ -233,16 +261,28 @@ class Reader:
             # While the plan is being made and is not ahead of the reading, one slot is kept for
             # its probes (when it is ahead, they wait for the next free slot, before any page).
             return None
+        # The job being handed over first; then, among the next few with a request to make, one
+        # that has not been read yet and may turn out big (``scout``: its first page decides
+        # more windows, which are best known early), else the earliest.
+        earliest: Job | None = None
+        seen = 0
         for p in range(self._part, len(self._parts)):
             jobs = self._parts[p]
             for i in range(self._head if p == self._part else 0, len(jobs)):
                 job = jobs[i]
                 if job.url is None or job.in_flight:
                     continue
-                if (p, i) == (self._part, self._head) or self._held < self.capacity:
+                if (p, i) == (self._part, self._head):
                     return job
-                return None  # later jobs would only hold more pages
-        return None
+                if self._pages_held() >= self.capacity:
+                    return None  # later jobs would only hold more pages
+                if job.scout and job.requests == 0:
+                    return job
+                earliest = earliest or job
+                seen += 1
+                if seen > self.capacity:
+                    return earliest
+        return earliest
 
     def _work(self) -> None:
         while True:
@@ -275,11 +315,38 @@ class Reader:
                 self._in_flight -= 1
                 self._pages_in_flight -= 1
                 self.gate.done(started)
-                job.pages.append(body)
-                job.requests += 1
                 self.page_requests += 1
+                self._cond.notify_all()
+            more: list[Job] = []
+            if nxt is not None and self._refine is not None:
+                try:
+                    refined = self._refine(job, body)
+                except Stopped:
+                    return
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                    with self._cond:
+                        self._held -= 1
+                        job.in_flight = False
+                    self._fail(exc)
+                    return
+                if refined is not None:
+                    body, more = refined
+                    nxt = None
+            with self._cond:
+                job.pages.append(body)
+                self._waiting += 1
+                self._waiting_bytes += len(body)
+                self._page_bytes = max(self._page_bytes, len(body))
+                job.requests += 1
                 job.url, job.params = nxt, None  # the next link is used as given
                 job.in_flight = False
+                if more:
+                    self.splits += 1
+                    jobs = self._parts[job.part]
+                    at = next(i for i, j in enumerate(jobs) if j is job) + 1
+                    for new in more:
+                        new.part = job.part
+                    jobs[at:at] = more
                 self._cond.notify_all()
 
     def _fail(self, exc: BaseException) -> None:
@@ -330,6 +397,8 @@ class Reader:
                             if job.pages:
                                 body = job.pages.popleft()
                                 self._held -= 1
+                                self._waiting -= 1
+                                self._waiting_bytes -= len(body)
                                 self._cond.notify_all()
                                 break
                             if job.finished:

@@ -7,8 +7,10 @@ are more than a page. The first ``$count`` answers the last two questions in one
 otherwise the stream reads one chain, exactly as it always did. Change tracking always reads one
 chain (the delta link belongs to it).
 
-The planner (:mod:`tap_dynamics.windows`) walks the range with probes while the reader
-(:mod:`tap_dynamics.parallel`) already reads the first windows; pages come out in window order.
+The windows (:mod:`tap_dynamics.windows`) are cut between the first and the last row (two
+``$top=1`` probes) at the table's average pace, and a window whose first page shows more rows is
+split again there, at the pace that page showed; the reader (:mod:`tap_dynamics.parallel`) reads
+them side by side and hands the pages over in window order.
 """
 
 from __future__ import annotations
@@ -23,8 +25,18 @@ import orjson
 
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
+from tap_dynamics.pages import column_of, first_rows
 from tap_dynamics.parallel import Gate, Job, Reader
-from tap_dynamics.windows import COUNT_CAP, SECOND_COLUMN, Window, epoch, literal, plan_parts
+from tap_dynamics.windows import (
+    COUNT_CAP,
+    SECOND_COLUMN,
+    Window,
+    after_page,
+    epoch,
+    literal,
+    opened,
+    spread,
+)
 
 __all__ = ["DEFAULT_CEILING", "HttpProbes", "ReadPlan", "choose", "split_column", "summary"]
 
@@ -116,11 +128,6 @@ class HttpProbes:
         values = rows.get("value") or []
         return str(values[0][column]) if values and values[0].get(column) else None
 
-    def values(self, column: str, flt: str, k: int) -> list[str]:
-        order = f"{column} asc,{self.key} asc"
-        query = build_query(select=[column], filter=flt, orderby=order, top=max(1, k))
-        return [str(r[column]) for r in self._get(query).get("value") or [] if r.get(column)]
-
 
 @dataclass
 class ReadPlan:
@@ -162,19 +169,37 @@ def choose(
     return ReadPlan(True, reason, ceiling, column, rows, max_parallel)
 
 
-def window_jobs(
+def window_job(window: Window, entity_set: str, *, select: str, keys: t.Sequence[str]) -> Job:
+    """A reader job for a window: its first request, ``$select`` and order included."""
+    query = build_query(select=select, filter=window.filter() or None, orderby=window.orderby(keys))
+    # A window of time (not one second split on createdon) may hide a crowded second.
+    scout = window.hi is not None and not window.whole and window.within is None
+    return Job(entity_set, query, label=window, scout=scout)
+
+
+def first_windows(
     probes: HttpProbes,
-    windows: Iterator[Window],
+    column: str,
     *,
-    select: str,
-    keys: t.Sequence[str],
-) -> Iterator[Job]:
-    """A reader job per window: its first request, ``$select`` and order included."""
-    for window in windows:
-        query = build_query(
-            select=select, filter=window.filter() or None, orderby=window.orderby(keys)
-        )
-        yield Job(probes.entity_set, query, label=window)
+    start: str | None,
+    page: int,
+    rows: int | None,
+    most: int,
+) -> list[Window]:
+    """The windows a read starts with: between the first row (or the bookmark) and the last, at
+    the pace of ``rows`` rows (``most`` windows when unknown), then one open window for the rows
+    written since; the first also holds the rows without a value when there is no bookmark."""
+    lo = epoch(start) if start else None
+    if lo is None:
+        first = probes.edge(column, None, last=False)
+        lo = epoch(first) if first else None
+    last = probes.edge(column, f"{column} ge {literal(lo)}" if lo is not None else None, last=True)
+    if lo is None or last is None:  # nothing (left) to cut: one open window
+        return [Window(column, lo if start else None, None, with_nulls=not start)]
+    hi = max(lo, epoch(last)) + 1
+    windows = spread(column, lo, hi, rows=rows, page=page, most=most)
+    windows = opened(windows, nulls_first=start is None, open_end=False)
+    return [*windows, Window(column, hi, None)]
 
 
 def parallel_bodies(
@@ -194,36 +219,31 @@ def parallel_bodies(
     """The bodies of the pages of every window, in window order."""
     assert decided.column is not None
     column = decided.column
-    lo = epoch(start) if start else None
-    if lo is None:
-        first = probes.edge(column, None, last=False)
-        lo = epoch(first) if first else None
-    last = probes.edge(column, f"{column} ge {literal(lo)}" if lo is not None else None, last=True)
+    known = decided.rows_at_least if (decided.rows_at_least or 0) < COUNT_CAP else None
+    rows = expected_rows or known
+    windows = first_windows(
+        probes, column, start=start, page=page, rows=rows, most=2 * decided.ceiling
+    )
     # The edge probes may have met more web servers than the first one did.
     ceiling = max(decided.ceiling, probes.ceiling(decided.max_parallel))
-    if lo is None or last is None:  # nothing (left) to plan over: one open window
-        parts: list[Iterator[Window]] = [
-            iter([Window(column, lo if start else None, None, with_nulls=not start)])
-        ]
-    else:
-        # One walk keeps ahead of the reading (a slot is kept for its probes); beyond 8 requests
-        # at a time, more walks side by side (parts of the range) keep up with it.
-        parts = plan_parts(
-            probes,
-            column,
-            base=None,
-            lo=lo,
-            hi=max(lo, epoch(last)) + 1,
-            page=page,
-            expected_rows=expected_rows,
-            from_start=start is None,
-            parts=max(2, ceiling),
-        )
+
+    def job(window: Window) -> Job:
+        return window_job(window, probes.entity_set, select=select, keys=keys)
+
+    def refine(done: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+        window = t.cast(Window, done.label)
+        if window.hi is None:
+            return None
+        rows, values = column_of(body, window.column)
+        seconds = [epoch(v) if v else None for v in values]
+        cut = after_page(probes, window, seconds, page=page, pieces=2 * ceiling)
+        if cut is None:
+            return None
+        keep, rest = cut
+        return first_rows(rows, keep), [job(w) for w in rest]
+
     reader = Reader(
-        [window_jobs(probes, windows, select=select, keys=keys) for windows in parts],
-        fetch,
-        Gate(ceiling, stats),
-        name=name,
+        [[job(w) for w in windows]], fetch, Gate(ceiling, stats), name=name, refine=refine
     )
     probes.slot = reader.slot
     try:
@@ -237,7 +257,7 @@ def parallel_bodies(
 def summary(reader: Reader, probes: HttpProbes) -> str:
     """What a read in windows did, for the log line at its end."""
     return (
-        f"in {reader.jobs_seen} windows (planned in {reader.planning_seconds:.1f} s): "
+        f"in {reader.jobs_seen} windows ({reader.splits} split after their first page): "
         f"{reader.page_requests} page requests and {probes.requests} probes, at most "
         f"{reader.peak_in_flight} in flight; the limit was {reader.gate.ceiling} (lowest "
         f"{reader.gate.lowest} after {reader.gate.decreases} throttled periods)"

@@ -6,49 +6,60 @@ partition the rows in the column's order, so reading them one after the other gi
 that order; read side by side, each by its own ``@odata.nextLink`` chain, and emitted window after
 window, they give the same sequence faster.
 
-Where to split comes from the data, never from evenly spaced values (and never from GUIDs: the
-service orders them by their last bytes). :func:`plan` walks the range with ``$count`` probes
-(the service counts up to 5,000): a range with fewer rows than a page is certified (its count is
-exact); adjacent certified ranges are merged up to a page. A range the count cannot certify is
-halved; where the rows turn out to be packed into a few seconds, the first rows themselves are
-read (``$select`` of the column only) to find the second where the count overflows. A second
-holding more than a page of rows (a bulk import or update: thousands of rows share one
-``modifiedon``) cannot be split by time: it is split the same way on ``createdon`` (the rows of
-that second, ordered by ``createdon`` and the key), and a ``createdon`` second that is still too
-big is read as one chain.
+Where to split comes from the data, never from evenly spaced key values (the service orders
+GUIDs by their last bytes). :func:`spread` cuts the range between the first and the last row
+(two ``$top=1`` probes) into windows of about a page at the table's average pace (its total row
+count, when known). The rows are rarely that even, so a window is checked by its first page:
+when the page comes with a next link the window holds more than a page, and :func:`after_page`
+splits the rest of it at the page's last second, at the pace the page itself showed (a bisection
+of the window that turned out big, in as many parts as its rows need). Rows past the cut are
+dropped from the page and read again by the windows after it, so nothing is read twice into the
+output.
 
-The planner only decides; the probes are a small interface (:class:`Probes`), so that the walk is
-tested without I/O.
+A second holding more than a page of rows (a bulk import or update: thousands of rows share one
+``modifiedon``) cannot be split by time: it is split the same way on ``createdon`` (the rows of
+that second, ordered by ``createdon`` and the key). A ``createdon`` second that is still too big,
+or a window without an upper bound (the last, open one), is read as one chain.
+
+The decisions need a few small requests; they go through a small interface (:class:`Probes`),
+so that they are tested without I/O.
 """
 
 from __future__ import annotations
 
 import calendar
 import typing as t
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dynamics_api.odata import literal as odata_literal
 
 __all__ = [
     "COUNT_CAP",
+    "SECOND_COLUMN",
     "Probes",
     "Window",
+    "after_page",
+    "crowded",
     "epoch",
     "literal",
-    "plan",
-    "plan_parts",
+    "spread",
 ]
 
 #: ``$count`` (and ``@odata.count``) stop at this many rows.
 COUNT_CAP = 5000
 #: The second split column, for seconds of the first that hold more than a page.
 SECOND_COLUMN = "createdon"
-#: The walk's next range is at most this many times longer than the last one.
-GROWTH = 4.0
-#: Ranges are certified at about this share of a page (two neighbours rarely merge past it).
+#: Windows are cut to hold about this share of a page at the pace expected, so that the usual
+#: unevenness of the rows rarely pushes one past a page.
 TARGET_SHARE = 0.85
+#: The rows of the page's last second that make it worth asking whether that second holds more
+#: than a page (a share of the page).
+CROWD_SHARE = 0.25
+#: Windows made at most in one go (a table of ten million rows at 5,000 a page is 2,000).
+MOST_WINDOWS = 20_000
 
 
 def epoch(value: str) -> int:
@@ -89,18 +100,17 @@ class Window:
             goes on still come, as they would in one chain).
         within: ``(column, second)``: the window holds rows of that one second only (a second
             too big for one page, split on ``column``).
-        rows: the exact number of rows when the planner counted fewer than the count cap;
-            None when unknown (read as one chain of pages, however long).
         with_nulls: the window also holds the rows whose ``column`` is null (the first window
-            of a walk: the service sorts nulls first).
+            of a read: the service sorts nulls first).
+        whole: read as one chain, however long (rows no column left can tell apart).
     """
 
     column: str
     lo: int | None = None
     hi: int | None = None
     within: tuple[str, int] | None = None
-    rows: int | None = None
     with_nulls: bool = False
+    whole: bool = False
 
     def filter(self) -> str:
         """The window's part of ``$filter``."""
@@ -128,7 +138,7 @@ class Window:
 
 
 class Probes(t.Protocol):
-    """The questions the planner asks the service (each is one small request)."""
+    """The questions asked of the service besides pages (each is one small request)."""
 
     def count(self, flt: str) -> int:
         """Rows matching ``flt``, capped at :data:`COUNT_CAP`."""
@@ -139,262 +149,126 @@ class Probes(t.Protocol):
         matching ``flt``; None when there is none."""
         ...
 
-    def values(self, column: str, flt: str, k: int) -> list[str]:
-        """The ``column`` values of the first ``k`` rows matching ``flt``, in ascending order."""
-        ...
 
-
-def _and(*parts: str | None) -> str:
-    return " and ".join(p for p in parts if p)
-
-
-class _Walk:
-    """One walk over ``[lo, hi)`` seconds of ``column`` (inside ``within``), yielding windows."""
-
-    def __init__(
-        self,
-        probes: Probes,
-        column: str,
-        *,
-        base: str | None,
-        within: tuple[str, int] | None,
-        page: int,
-        expected_rows: int | None,
-    ) -> None:
-        self.probes = probes
-        self.column = column
-        self.base = base
-        self.within = within
-        self.page = page
-        #: certify ranges of about this many rows (a little under a page, so that two neighbours
-        #: rarely merge into more than a page)
-        self.target = max(1, int(page * TARGET_SHARE))
-        self.expected_rows = expected_rows
-        self.cap = min(COUNT_CAP, max(page, 1))
-
-    def _window(self, lo: int, hi: int | None, rows: int | None) -> Window:
-        return Window(self.column, lo, hi, within=self.within, rows=rows)
-
-    def _count(self, lo: int, hi: int | None) -> int:
-        return self.probes.count(_and(self.base, self._window(lo, hi, None).filter()))
-
-    def run(self, lo: int, hi: int) -> Iterator[Window]:
-        """Windows covering ``[lo, hi)`` exactly, in order (the caller opens the ends)."""
-        pending: list[int] = []  # [lo, hi, rows] of certified neighbours not yet yielded
-
-        def flush() -> Iterator[Window]:
-            # A range counted empty is not read: a row written there since the count has a
-            # newer modifiedon (or createdon) and comes with the last, open window.
-            if pending and pending[2] > 0:
-                yield self._window(pending[0], pending[1], pending[2])
-            pending.clear()
-
-        def certified(a: int, b: int, rows: int) -> Iterator[Window]:
-            if pending and pending[2] + rows > self.page:
-                yield from flush()
-            if pending:
-                pending[1] = b
-                pending[2] += rows
-            else:
-                pending.extend([a, b, rows])
-
-        span = max(1, hi - lo)
-        if self.expected_rows:
-            step = max(1, int(span * self.target / max(self.expected_rows, 1)))
-        else:
-            step = max(1, span // 4)
-        usual = step  # the step of the last range that held about a page: the rows' own pace
-        a = lo
-        while a < hi:
-            b = min(hi, a + step)
-            n = self._count(a, b)
-            if n < self.cap:
-                yield from certified(a, b, n)
-                a = b
-                if n >= self.target // 2:
-                    usual = step
-                step = max(1, int(step * min(GROWTH, self.target / max(n, 1))))
-                continue
-            if b - a == 1:
-                yield from flush()
-                yield from self._crowded(a)
-                a, step = b, usual
-                continue
-            mid = a + (b - a) // 2
-            n1 = self._count(a, mid)
-            if n1 >= self.cap:
-                step = mid - a  # denser than expected: try the first half again
-                continue
-            if n1 >= self.target // 2:
-                yield from certified(a, mid, n1)  # denser, but evenly enough
-                step = usual = mid - a
-                a = mid
-                continue
-            # The rows of [a, b) are packed into its second half: read the first of them (the
-            # column only) to find the second in which the count overflows.
-            need = self.cap - n1
-            flt = _and(self.base, self._window(mid, b, None).filter())
-            seen = self.probes.values(self.column, flt, need)
-            if len(seen) < need:  # rows went away since the count: go on from the half
-                yield from certified(a, mid, n1)
-                a = mid
-                continue
-            s = max(mid, epoch(seen[-1]))
-            yield from certified(a, s, n1 + sum(1 for v in seen if epoch(v) < s))
-            if self._count(s, s + 1) >= self.cap:
-                yield from flush()
-                yield from self._crowded(s)
-                a = s + 1
-            else:
-                a = s
-            step = max(1, min(usual, b - a)) if b > a else usual
-        yield from flush()
-
-    def _crowded(self, second: int) -> Iterator[Window]:
-        """A second of ``column`` holding at least a page of rows."""
-        if self.within is not None or self.column == SECOND_COLUMN:
-            # No third column: the rows of this second are read as one chain.
-            yield Window(self.column, second, second + 1, within=self.within)
-            return
-        inner = (self.column, second)
-        flt = _and(self.base, Window(self.column, second, second + 1).filter())
-        first = self.probes.edge(SECOND_COLUMN, flt, last=False)
-        last = self.probes.edge(SECOND_COLUMN, flt, last=True)
-        if first is None or last is None or epoch(first) == epoch(last):
-            yield Window(self.column, second, second + 1)
-            return
-        walk = _Walk(
-            self.probes,
-            SECOND_COLUMN,
-            base=self.base,
-            within=inner,
-            page=self.page,
-            expected_rows=None,
-        )
-        lo, hi = epoch(first), epoch(last) + 1
-        windows = list(walk.run(lo, hi)) or [Window(SECOND_COLUMN, lo, hi, within=inner)]
-        for i, w in enumerate(windows):
-            # The first and last windows reach the edges (the first holds the rows without a
-            # createdon too), so that no row of the second is left out of every window.
-            first_one, last_one = i == 0, i == len(windows) - 1
-            yield Window(
-                SECOND_COLUMN,
-                None if first_one else w.lo,
-                None if last_one else w.hi,
-                within=inner,
-                rows=w.rows,
-                with_nulls=first_one,
-            )
-
-
-def plan(
-    probes: Probes,
+def spread(
     column: str,
-    *,
-    base: str | None,
     lo: int,
     hi: int,
+    *,
+    rows: float | None,
     page: int,
-    expected_rows: int | None = None,
-    from_start: bool = False,
-) -> Iterator[Window]:
-    """Windows over ``column`` from ``lo`` (inclusive) on, in order; the last is open-ended.
+    most: int,
+    within: tuple[str, int] | None = None,
+) -> list[Window]:
+    """Windows covering ``[lo, hi)`` in order, each about ``TARGET_SHARE`` of a page at the pace
+    of ``rows`` rows over the range (``most`` windows when ``rows`` is unknown)."""
+    span = hi - lo
+    if span <= 0:
+        return []
+    target = max(1.0, page * TARGET_SHARE)
+    wanted = most if rows is None else -(-rows // target)
+    k = int(max(1, min(wanted, span, MOST_WINDOWS)))
+    edges = [lo + span * i // k for i in range(k)] + [hi]
+    return [Window(column, edges[i], edges[i + 1], within=within) for i in range(k)]
+
+
+def opened(windows: list[Window], *, nulls_first: bool, open_end: bool) -> list[Window]:
+    """``windows`` with their ends opened: the first also holds the rows without a value (and
+    everything before it), the last everything after it (rows written while the run goes on)."""
+    if not windows:
+        return windows
+    out = list(windows)
+    if nulls_first:
+        w = out[0]
+        out[0] = Window(w.column, None, w.hi, within=w.within, with_nulls=True)
+    if open_end:
+        w = out[-1]
+        out[-1] = Window(w.column, w.lo, None, within=w.within, with_nulls=w.with_nulls)
+    return out
+
+
+def crowded(probes: Probes, window: Window, second: int, *, page: int, pieces: int) -> list[Window]:
+    """Windows for the rows of ``second`` of ``window``'s column, which hold at least a page:
+    ``pieces`` windows of ``createdon`` between the second's first and last ``createdon`` (each
+    split again by its first page when it turns out big); one window of that second when the
+    rows have no ``createdon`` to tell them apart."""
+    one = Window(window.column, second, second + 1, whole=True)
+    flt = one.filter()
+    first = probes.edge(SECOND_COLUMN, flt, last=False)
+    last = probes.edge(SECOND_COLUMN, flt, last=True)
+    if first is None or last is None or epoch(first) == epoch(last):
+        return [one]
+    inner = (window.column, second)
+    lo, hi = epoch(first), epoch(last) + 1
+    parts = spread(SECOND_COLUMN, lo, hi, rows=None, page=page, most=pieces, within=inner)
+    # The first and last reach the edges (the first holds the rows without a createdon), so
+    # that no row of the second is left out of every window.
+    return opened(parts, nulls_first=True, open_end=True)
+
+
+def _split_column_again(window: Window) -> bool:
+    """A second of ``window``'s column can be split on ``createdon``."""
+    return window.within is None and window.column != SECOND_COLUMN
+
+
+def after_page(
+    probes: Probes,
+    window: Window,
+    seconds: Sequence[int | None],
+    *,
+    page: int,
+    pieces: int,
+) -> tuple[int, list[Window]] | None:
+    """A page of ``window`` came with a next link: the window holds more than a page.
 
     Args:
-        probes: how to count and look at the rows.
-        column: ``modifiedon`` or ``createdon``.
-        base: the rest of ``$filter`` every window keeps, or None.
-        lo: the first second (the bookmark, or the first row's second).
-        hi: one past the last row's second at planning time.
-        page: rows per page (windows hold at most this many rows when certified).
-        expected_rows: rows expected in ``[lo, hi)`` (a recent total count), for the first step.
-        from_start: there is no lower bound (no bookmark): the first window also holds the rows
-            whose ``column`` is null, which a read without a filter includes.
+        probes: for the questions about a crowded second.
+        window: the window whose page it is.
+        seconds: the page's values of ``window.column``, in whole seconds (None: no value), in
+            the page's order.
+        page: rows per page.
+        pieces: windows a crowded second is cut into at first (the requests allowed in flight).
 
-    Yields:
-        Windows, as soon as each is decided (the caller reads them while the walk goes on).
+    Returns:
+        ``(keep, windows)``: keep the page's first ``keep`` rows (those before its last second)
+        and read the rest of the window as ``windows``, in order; or None: follow the next link
+        (the window has no upper bound, or its rows share one second of the last column).
     """
-    (only,) = plan_parts(
-        probes,
-        column,
-        base=base,
-        lo=lo,
-        hi=hi,
+    if window.hi is None or window.whole or not seconds or seconds[-1] is None:
+        return None
+    last = seconds[-1]
+    keyed = [-1 if s is None else s for s in seconds]
+    keep = bisect_left(keyed, last)
+    values = [s for s in seconds[:keep] if s is not None]
+    out: list[Window] = []
+    start = last
+    if keep == 0:
+        # The whole page is one second: more than a page of rows share it.
+        if not _split_column_again(window):
+            return None
+        out = crowded(probes, window, last, page=page, pieces=pieces)
+        start = last + 1
+        pace = None
+    else:
+        tail = len(seconds) - keep
+        if _split_column_again(window) and tail >= page * CROWD_SHARE:
+            one = Window(window.column, last, last + 1, within=window.within)
+            if probes.count(one.filter()) >= min(page, COUNT_CAP):
+                out = crowded(probes, window, last, page=page, pieces=pieces)
+                start = last + 1
+        # The pace of the rows after the page's first second (a crowded first second, rows of
+        # a bulk update, says nothing about the seconds after it).
+        first = values[0] if values else last
+        later = sum(1 for v in values if v > first)
+        pace = max(later, 1) / max(1, last - first)
+    rows = None if pace is None else pace * (window.hi - start)
+    out += spread(
+        window.column,
+        start,
+        window.hi,
+        rows=rows,
         page=page,
-        expected_rows=expected_rows,
-        from_start=from_start,
-        parts=1,
+        most=pieces,
+        within=window.within,
     )
-    yield from only
-
-
-def plan_parts(
-    probes: Probes,
-    column: str,
-    *,
-    base: str | None,
-    lo: int,
-    hi: int,
-    page: int,
-    expected_rows: int | None = None,
-    from_start: bool = False,
-    parts: int = 1,
-) -> list[Iterator[Window]]:
-    """:func:`plan`, with ``[lo, hi)`` cut into ``parts`` spans of equal time walked on their
-    own: the windows of the first part, then of the second, and so on, are the plan. Walked side
-    by side, the parts are planned in about ``1/parts`` of the time (the walk is a sequence of
-    small requests, each waiting for the one before).
-    """
-    parts = max(1, min(parts, hi - lo))
-    edges = [lo + (hi - lo) * i // parts for i in range(parts)] + [hi]
-    share = expected_rows // parts if expected_rows else None
-    return [
-        _part(
-            probes,
-            column,
-            base=base,
-            lo=edges[i],
-            hi=edges[i + 1],
-            page=page,
-            expected_rows=share,
-            nulls_first=from_start and i == 0,
-            open_end=i == parts - 1,
-        )
-        for i in range(parts)
-    ]
-
-
-def _part(
-    probes: Probes,
-    column: str,
-    *,
-    base: str | None,
-    lo: int,
-    hi: int,
-    page: int,
-    expected_rows: int | None,
-    nulls_first: bool,
-    open_end: bool,
-) -> Iterator[Window]:
-    walk = _Walk(probes, column, base=base, within=None, page=page, expected_rows=expected_rows)
-    # Each window is handed over as soon as it is decided (the reader starts on it at once);
-    # the rows past the walk's end (modified since the plan was made) come in one open window.
-    first = nulls_first
-    seen = False
-    for window in walk.run(lo, hi):
-        if first:
-            first = False
-            if window.within is None:
-                window = replace(window, lo=None, with_nulls=True)
-            else:
-                yield Window(column, None, lo, with_nulls=True)
-        seen = True
-        yield window
-    if not seen:
-        if open_end:
-            yield Window(column, None if nulls_first else lo, None, with_nulls=nulls_first)
-        elif nulls_first:
-            yield Window(column, None, lo, with_nulls=True)
-        return
-    if open_end:
-        yield Window(column, hi, None)
+    return keep, out

@@ -83,11 +83,44 @@ def test_pages_held_stay_under_the_cap_while_the_consumer_is_slow() -> None:
     reader = Reader([_jobs(20)], service.fetch, Gate(3, lambda: 0), name="t")
     held = []
     for _ in reader.pages():
-        held.append(reader._held)
+        held.append(reader._pages_held())
         time.sleep(0.002)
     # The window being handed over may have one request beyond the cap (the reader never stalls).
     assert max(held) <= reader.capacity + 1
     assert reader.capacity == 2 * 3 + PREFETCH
+
+
+def test_small_pages_count_by_their_bytes_against_the_cap() -> None:
+    # Window 0 is slow; the others are tiny: their pages wait, weighed against the largest page.
+    big = b"x" * 10_000
+
+    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+        if url == "/w0":
+            time.sleep(0.3)
+            return big, None
+        return b"y" * 100, None
+
+    reader = Reader([_jobs(40)], fetch, Gate(2, lambda: 0), name="t")
+    reader._page_bytes = len(big)  # as if a full page had been seen
+    pages = reader.pages()
+    next(pages)
+    assert reader.page_requests == 40  # all 39 small pages were read while window 0 was
+    assert len(list(pages)) == 39
+
+
+def test_a_refined_page_is_cut_and_new_jobs_follow_it_in_order() -> None:
+    service = Service([3, 1, 1])
+
+    def refine(job: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+        if job.label == 0:
+            return b"cut", [Job(f"/w{i}", None, label=f"0.{i}") for i in (1, 2)]
+        return None
+
+    reader = Reader([_jobs(3)], service.fetch, Gate(1, lambda: 0), name="t", refine=refine)
+    got = [(label, body.decode()) for label, body in reader.pages()]
+    assert got == [(0, "cut"), ("0.1", "/w1:0"), ("0.2", "/w2:0"), (1, "/w1:0"), (2, "/w2:0")]
+    assert reader.splits == 1
+    assert "/w0/p1" not in service.calls  # the rest of the cut chain is not read
 
 
 def test_the_first_error_stops_the_read_and_reaches_the_consumer() -> None:

@@ -1,16 +1,19 @@
-"""The window planner against tables held in memory: windows partition the rows, in order, with
-the probes the walk needs."""
+"""Windows against tables held in memory: the first windows and the splits of a window found big
+by its first page partition the rows, in order, with few probes and requests."""
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
 import re
+import typing as t
 from dataclasses import dataclass
 
 import pytest
 
-from tap_dynamics.windows import COUNT_CAP, Window, epoch, literal, plan, plan_parts
+from tap_dynamics.reads import first_windows
+from tap_dynamics.windows import COUNT_CAP, Window, after_page, epoch, literal
 
 DAY = 86_400
 T0 = epoch("2024-01-01T00:00:00Z")
@@ -68,7 +71,6 @@ class Table:
         self.rows = rows
         self.counts = 0
         self.edges = 0
-        self.value_reads = 0
         self._sorted_for = -1
         self._timed: list[Row] = []
         self._times: list[int] = []
@@ -99,36 +101,57 @@ class Table:
         values = [getattr(r, column) for r in self.match(flt) if getattr(r, column) is not None]
         return literal(max(values) if last else min(values)) if values else None
 
-    def values(self, column: str, flt: str, k: int) -> list[str]:
-        self.value_reads += 1
-        rows = sorted(self.match(flt), key=lambda r: (getattr(r, column), r.key))[:k]
-        return [literal(getattr(r, column)) for r in rows]
-
     @property
     def probes(self) -> int:
-        return self.counts + self.edges + self.value_reads
+        return self.counts + self.edges
 
 
-def _plan(table: Table, page: int = 500, **kw: object) -> list[Window]:
-    times = [r.modifiedon for r in table.rows if r.modifiedon is not None]
-    lo = kw.pop("lo", min(times))
-    return list(
-        plan(table, "modifiedon", base=None, lo=lo, hi=max(times) + 1, page=page, **kw)  # type: ignore[arg-type]
+def _ordered(table: Table, w: Window) -> list[Row]:
+    """The rows of a window in its order (as its chain of pages gives them)."""
+    rows = table.match(w.filter())
+    cols = [w.within[0]] if w.within else []
+    cols.append(w.column)
+    rows.sort(
+        key=lambda r: (*[(getattr(r, c) is not None, getattr(r, c) or 0) for c in cols], r.key)
     )
+    return rows
 
 
-def _read(table: Table, windows: list[Window]) -> list[Row]:
-    """The rows the windows give, each window in its own order, window after window."""
+def _read(
+    table: Table, windows: list[Window], page: int = 500, pieces: int = 4
+) -> tuple[list[Row], int]:
+    """Read the windows as the reader does, window after window: a window's first page, and when
+    it holds more rows, what :func:`after_page` decides (the page cut, the rest of the window read
+    as the windows it gives, in place), or the rest of the chain. Returns the rows and the page
+    requests."""
     out: list[Row] = []
-    for w in windows:
-        rows = table.match(w.filter())
-        cols = [w.within[0]] if w.within else []
-        cols.append(w.column)
-        rows.sort(
-            key=lambda r: (*[(getattr(r, c) is not None, getattr(r, c) or 0) for c in cols], r.key)
-        )
+    requests = 0
+    todo = list(windows)
+    i = 0
+    while i < len(todo):
+        w = todo[i]
+        i += 1
+        rows = _ordered(table, w)
+        requests += 1
+        first = rows[:page]
+        if len(rows) > page:
+            seconds = [getattr(r, w.column) for r in first]
+            cut = after_page(table, w, seconds, page=page, pieces=pieces)
+            if cut is not None:
+                keep, rest = cut
+                assert keep < len(first) or rest
+                out += first[:keep]
+                todo[i:i] = rest
+                continue
+            requests += (len(rows) - 1) // page
         out += rows
-    return out
+    return out, requests
+
+
+def _first(table: Table, page: int = 500, **kw: t.Any) -> list[Window]:
+    kw.setdefault("start", None)
+    kw.setdefault("rows", len(table.rows))
+    return first_windows(table, "modifiedon", page=page, most=8, **kw)  # type: ignore[arg-type]
 
 
 def _uniform(n: int, seed: int = 1) -> list[Row]:
@@ -151,130 +174,148 @@ def _with_bulk(n: int, bulk: dict[int, int], seed: int = 2) -> list[Row]:
     return rows
 
 
+def _assert_all_once_in_order(table: Table, got: list[Row], *, nulls: int = 0) -> None:
+    assert sorted(r.key for r in got) == sorted(r.key for r in table.rows)  # every row once
+    times = [_mod(r) for r in got[nulls:]]
+    assert times == sorted(times)  # window after window keeps the order
+
+
 def test_windows_partition_the_rows_in_modifiedon_order() -> None:
     table = Table(_uniform(6000))
-    windows = _plan(table, from_start=True)
-    got = _read(table, windows)
-    assert sorted(r.key for r in got) == list(range(6000))  # every row once
-    times = [_mod(r) for r in got]
-    assert times == sorted(times)  # window after window keeps the order
-    assert windows[-1].hi is None  # the last window is open
-    certified = [w for w in windows if w.rows is not None]
-    assert all(len(table.match(w.filter())) == w.rows for w in certified)
-    assert all(w.rows is not None and w.rows <= 500 for w in certified)
-    assert len(windows) <= 2 * 6000 // 500
-    assert table.probes <= 3 * len(windows)
+    windows = _first(table)
+    assert windows[-1].hi is None and windows[0].with_nulls  # open at both ends
+    assert table.edges == 2 and table.counts == 0
+    got, requests = _read(table, windows)
+    _assert_all_once_in_order(table, got)
+    assert requests <= 6000 // 500 * 1.5
+
+
+def test_a_window_with_more_than_a_page_is_split_at_its_first_pages_last_second() -> None:
+    table = Table(_uniform(3000))
+    w = Window("modifiedon", T0, T0 + 400 * DAY)
+    page = _ordered(table, w)[:500]
+    seconds = [_mod(r) for r in page]
+    cut = after_page(table, w, seconds, page=500, pieces=4)
+    assert cut is not None
+    keep, rest = cut
+    assert keep == seconds.index(seconds[-1])  # the rows before the page's last second
+    assert rest[0].lo == seconds[-1] and rest[-1].hi == w.hi
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(rest))
+    # at the page's pace: the 2,500 rows left in about 0.85 pages each
+    assert 5 <= len(rest) <= 8
+
+
+def test_an_open_window_follows_its_chain() -> None:
+    w = Window("modifiedon", T0, None)
+    assert after_page(Table([]), w, [T0, T0 + 1], page=2, pieces=4) is None
 
 
 def test_a_second_holding_more_than_a_page_is_split_on_createdon() -> None:
     bulk_second = T0 + 100 * DAY + 17
     table = Table(_with_bulk(3000, {bulk_second: 2600}))
-    windows = _plan(table, from_start=True)
-    got = _read(table, windows)
-    assert sorted(r.key for r in got) == sorted(r.key for r in table.rows)
-    inner = [w for w in windows if w.within == ("modifiedon", bulk_second)]
-    assert len(inner) >= 5  # 2,600 rows in pages of 500
-    assert all(w.column == "createdon" for w in inner)
-    assert inner[0].lo is None and inner[0].with_nulls and inner[-1].hi is None
+    got, _ = _read(table, _first(table))
+    _assert_all_once_in_order(table, got)
     # Inside the second, rows come in createdon order; the second's rows are contiguous.
     seconds = [_mod(r) for r in got]
-    assert seconds == sorted(seconds)
     start = seconds.index(bulk_second)
+    assert seconds.count(bulk_second) == 2600
     created = [r.createdon or 0 for r in got[start : start + 2600]]
     assert created == sorted(created)
+
+
+def test_the_split_of_a_crowded_second_reaches_its_edges() -> None:
+    second = T0 + 100 * DAY
+    table = Table([*_with_bulk(100, {second: 2000}), Row(77777, second, None)])
+    w = Window("modifiedon", second - 10, second + 10)
+    rows = _ordered(table, w)[:500]
+    cut = after_page(table, w, [_mod(r) for r in rows], page=500, pieces=4)
+    assert cut is not None
+    keep, rest = cut
+    assert keep == 0  # the page is all that second: it is read again, split on createdon
+    inner = [x for x in rest if x.within == ("modifiedon", second)]
+    assert len(inner) == 4 and all(x.column == "createdon" for x in inner)
+    assert inner[0].lo is None and inner[0].with_nulls and inner[-1].hi is None
+    after = rest[len(inner) :]
+    assert after[0].lo == second + 1 and after[-1].hi == w.hi
+    assert not [x for x in after if x.within is not None]
 
 
 def test_a_createdon_second_too_big_is_read_as_one_chain() -> None:
     second = T0 + 50 * DAY
     rows = _uniform(1000) + [Row(1000 + i, second, second - 5) for i in range(1200)]
     table = Table(rows)
-    windows = _plan(table, from_start=True)
-    assert sorted(r.key for r in _read(table, windows)) == list(range(2200))
-    # All 1,200 rows share one createdon second as well: no column is left to split them on.
-    assert Window("modifiedon", second, second + 1) in windows
-    assert not [w for w in windows if w.within is not None]
+    got, _ = _read(table, _first(table))
+    _assert_all_once_in_order(table, got)
+    w = Window("modifiedon", second - 10, second + 10)
+    cut = after_page(table, w, [second] * 500, page=500, pieces=4)
+    assert cut is not None and cut[0] == 0
+    assert cut[1][0] == Window("modifiedon", second, second + 1, whole=True)
+    assert after_page(table, cut[1][0], [second] * 500, page=500, pieces=4) is None
 
 
 def test_rows_without_modifiedon_come_first_when_there_is_no_bookmark() -> None:
     rows = [*_uniform(1200), Row(5000, None, T0), Row(5001, None, None)]
     table = Table(rows)
-    windows = _plan(table, from_start=True)
-    got = _read(table, windows)
+    got, _ = _read(table, _first(table))
     assert [r.key for r in got[:2]] == [5000, 5001]
-    assert sorted(r.key for r in got) == sorted(r.key for r in rows)
+    _assert_all_once_in_order(table, got, nulls=2)
 
 
 def test_a_bookmark_reads_from_its_second_on() -> None:
     table = Table(_uniform(3000))
     bookmark = T0 + 200 * DAY
-    windows = _plan(table, lo=bookmark)
-    got = _read(table, windows)
+    windows = _first(table, start=literal(bookmark), rows=None)
+    got, _ = _read(table, windows)
     assert sorted(r.key for r in got) == sorted(
         r.key for r in table.rows if r.modifiedon is not None and r.modifiedon >= bookmark
     )
     assert not windows[0].with_nulls and windows[0].lo == bookmark
+    assert table.edges == 1  # the last row only: the bookmark is the first edge
 
 
 def test_rows_written_after_the_plan_come_with_the_open_last_window() -> None:
     table = Table(_uniform(2000))
-    windows = _plan(table, from_start=True)
+    windows = _first(table)
     late = Row(9999, max(r.modifiedon or 0 for r in table.rows) + 3600, T0)
     table.rows.append(late)
-    assert late in _read(table, windows)
+    assert late in _read(table, windows)[0]
 
 
-def test_nothing_to_plan_gives_one_open_window() -> None:
+def test_nothing_to_cut_gives_one_open_window() -> None:
     table = Table([Row(1, T0, T0)])
-    windows = list(plan(table, "modifiedon", base=None, lo=T0 + 10, hi=T0 + 10, page=100))
+    windows = _first(table, start=literal(T0 + 10))
     assert windows == [Window("modifiedon", T0 + 10, None)]
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(6))
 def test_random_tables_with_bulk_seconds(seed: int) -> None:
     rng = random.Random(seed)
     bulk = {T0 + rng.randrange(300 * DAY): rng.choice([50, 700, 1800]) for _ in range(3)}
     table = Table(_with_bulk(rng.randrange(500, 4000), bulk, seed))
-    windows = _plan(table, page=rng.choice([250, 500, 1000]), from_start=True)
-    got = _read(table, windows)
-    assert sorted(r.key for r in got) == sorted(r.key for r in table.rows)
-    times = [_mod(r) for r in got]
-    assert times == sorted(times)
+    page = rng.choice([250, 500, 1000])
+    rows = rng.choice([None, len(table.rows), len(table.rows) // 10])
+    got, _ = _read(table, _first(table, page=page, rows=rows), page=page)
+    _assert_all_once_in_order(table, got)
 
 
-def test_the_walk_needs_few_probes_on_a_large_even_table() -> None:
+def test_few_requests_on_a_large_even_table() -> None:
     table = Table(_uniform(40_000, seed=7))
-    windows = _plan(table, page=5000, from_start=True, expected_rows=40_000)
-    assert len(_read(table, windows)) == 40_000
-    assert len(windows) <= 14  # 8 pages' worth
-    assert table.probes <= 30
+    got, requests = _read(table, _first(table, page=5000), page=5000)
+    assert len(got) == 40_000
+    # 8 pages' worth: windows cut at the average pace, those found big split once at their own
+    assert requests <= 16
+    assert table.probes <= 4
 
 
-@pytest.mark.parametrize("parts", [2, 5])
-def test_parts_walked_on_their_own_still_partition_the_rows(parts: int) -> None:
-    bulk_second = T0 + 150 * DAY
-    table = Table([*_with_bulk(4000, {bulk_second: 1300}), Row(99_999, None, None)])
-    times = [_mod(r) for r in table.rows if r.modifiedon is not None]
-    walks = plan_parts(
-        table,
-        "modifiedon",
-        base=None,
-        lo=min(times),
-        hi=max(times) + 1,
-        page=500,
-        from_start=True,
-        parts=parts,
-    )
-    assert len(walks) == parts
-    windows = [w for walk in walks for w in walk]
-    got = _read(table, windows)
-    assert got[0].key == 99_999  # the row without modifiedon first
-    assert sorted(r.key for r in got) == sorted(r.key for r in table.rows)
-    assert [_mod(r) for r in got[1:]] == sorted(_mod(r) for r in got[1:])
-    assert windows[-1].hi is None and sum(w.hi is None and w.within is None for w in windows) == 1
+def test_an_unknown_row_count_splits_by_the_pages_pace() -> None:
+    table = Table(_uniform(40_000, seed=8))
+    got, requests = _read(table, _first(table, page=5000, rows=None), page=5000)
+    assert len(got) == 40_000
+    assert requests <= 20
 
 
 def test_filters_and_order() -> None:
-    w = Window("modifiedon", T0, T0 + 60, rows=3)
+    w = Window("modifiedon", T0, T0 + 60)
     assert w.filter() == "modifiedon ge 2024-01-01T00:00:00Z and modifiedon lt 2024-01-01T00:01:00Z"
     assert w.orderby(["accountid"]) == "modifiedon asc,accountid asc"
     inner = Window("createdon", None, T0, within=("modifiedon", T0 + 5), with_nulls=True)
