@@ -56,7 +56,7 @@ SECOND_COLUMN = "createdon"
 #: unevenness of the rows rarely pushes one past a page.
 TARGET_SHARE = 0.85
 #: The rows of the page's last second that make it worth asking whether that second holds more
-#: than a page (a share of the page).
+#: than a page (a share of the page's rows).
 CROWD_SHARE = 0.25
 #: Windows made at most in one go (a table of ten million rows at 5,000 a page is 2,000).
 MOST_WINDOWS = 20_000
@@ -242,18 +242,24 @@ def after_page(
     values = [s for s in seconds[:keep] if s is not None]
     out: list[Window] = []
     start = last
+    full = min(page, COUNT_CAP)
     if keep == 0:
-        # The whole page is one second: more than a page of rows share it.
+        # The whole page is one second (read again: a second of more than a page of rows is
+        # split on createdon, a smaller one is one window).
         if not _split_column_again(window):
             return None
-        out = crowded(probes, window, last, page=page, pieces=pieces)
+        one = Window(window.column, last, last + 1, whole=True)
+        if len(seconds) >= full or probes.count(one.filter()) >= full:
+            out = crowded(probes, window, last, page=page, pieces=pieces)
+        else:
+            out = [one]
         start = last + 1
         pace = None
     else:
         tail = len(seconds) - keep
-        if _split_column_again(window) and tail >= page * CROWD_SHARE:
-            one = Window(window.column, last, last + 1, within=window.within)
-            if probes.count(one.filter()) >= min(page, COUNT_CAP):
+        if _split_column_again(window) and tail >= len(seconds) * CROWD_SHARE:
+            one = Window(window.column, last, last + 1)
+            if probes.count(one.filter()) >= full:
                 out = crowded(probes, window, last, page=page, pieces=pieces)
                 start = last + 1
         # The pace of the rows after the page's first second (a crowded first second, rows of

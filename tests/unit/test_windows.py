@@ -118,23 +118,29 @@ def _ordered(table: Table, w: Window) -> list[Row]:
 
 
 def _read(
-    table: Table, windows: list[Window], page: int = 500, pieces: int = 4
+    table: Table,
+    windows: list[Window],
+    page: int = 500,
+    pieces: int = 4,
+    scout: int | None = None,
 ) -> tuple[list[Row], int]:
-    """Read the windows as the reader does, window after window: a window's first page, and when
-    it holds more rows, what :func:`after_page` decides (the page cut, the rest of the window read
-    as the windows it gives, in place), or the rest of the chain. Returns the rows and the page
-    requests."""
+    """Read the windows as the reader does, window after window: a window's first page (of
+    ``scout`` rows for the windows given, when set), and when it holds more rows, what
+    :func:`after_page` decides (the page cut, the rest of the window read as the windows it gives,
+    in place), or the rest of the chain. Returns the rows and the page requests."""
     out: list[Row] = []
     requests = 0
     todo = list(windows)
+    first_ones = {id(w) for w in windows}
     i = 0
     while i < len(todo):
         w = todo[i]
         i += 1
         rows = _ordered(table, w)
         requests += 1
-        first = rows[:page]
-        if len(rows) > page:
+        size = scout if scout and id(w) in first_ones else page
+        first = rows[:size]
+        if len(rows) > size:
             seconds = [getattr(r, w.column) for r in first]
             cut = after_page(table, w, seconds, page=page, pieces=pieces)
             if cut is not None:
@@ -143,7 +149,7 @@ def _read(
                 out += first[:keep]
                 todo[i:i] = rest
                 continue
-            requests += (len(rows) - 1) // page
+            requests += (len(rows) - size - 1) // page + 1
         out += rows
     return out, requests
 
@@ -288,14 +294,29 @@ def test_nothing_to_cut_gives_one_open_window() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_random_tables_with_bulk_seconds(seed: int) -> None:
+@pytest.mark.parametrize("scout", [False, True])
+def test_random_tables_with_bulk_seconds(seed: int, scout: bool) -> None:
     rng = random.Random(seed)
     bulk = {T0 + rng.randrange(300 * DAY): rng.choice([50, 700, 1800]) for _ in range(3)}
     table = Table(_with_bulk(rng.randrange(500, 4000), bulk, seed))
     page = rng.choice([250, 500, 1000])
     rows = rng.choice([None, len(table.rows), len(table.rows) // 10])
-    got, _ = _read(table, _first(table, page=page, rows=rows), page=page)
+    windows = _first(table, page=page, rows=rows)
+    got, _ = _read(table, windows, page=page, scout=page // 4 if scout else None)
     _assert_all_once_in_order(table, got)
+
+
+def test_a_small_first_page_of_one_second_is_not_taken_for_a_crowded_second() -> None:
+    second = T0 + 10 * DAY
+    table = Table([*_uniform(300), *(Row(1000 + i, second, second - 9) for i in range(200))])
+    w = Window("modifiedon", second - 5, second + 3600)
+    cut = after_page(table, w, [second] * 125, page=500, pieces=4)
+    assert cut is not None
+    keep, rest = cut
+    # 200 rows share the second: fewer than a page, so they are one window, read again.
+    assert keep == 0 and rest[0] == Window("modifiedon", second, second + 1, whole=True)
+    assert rest[1].lo == second + 1 and rest[-1].hi == w.hi
+    assert table.counts == 1
 
 
 def test_few_requests_on_a_large_even_table() -> None:
