@@ -13,8 +13,10 @@ Bounds:
   throttles (the client counts the 429s it waited for; the wait itself is the client's, exactly
   the ``Retry-After`` given, and holds every request of the client) and grows back by one after
   as many answers as the limit without throttling;
-- at most ``2 * ceiling + PREFETCH`` pages are held at once (in flight or waiting to be handed over,
-  as bytes); only the window being handed over may go past it, so the reader never stalls.
+- at most ``2 * ceiling + PREFETCH`` pages are held at once (in flight, or waiting to be handed
+  over as bytes, weighed by their size against the largest page seen: the small pages of small
+  windows do not fill the cap); only the window being handed over may go past it, so the reader
+  never stalls.
 
 A window may turn out to hold more than a page: ``refine`` looks at its page when it comes with
 a next link and may cut the page and put new windows right after it (in place of the rest of the
