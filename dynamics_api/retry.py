@@ -8,6 +8,9 @@ the operations of a ``$batch`` that failed on their own (a throttled or failed p
 - otherwise the wait grows exponentially, ``backoff_base * 2**n`` plus at most ``jitter`` of it,
   never more than ``backoff_max``;
 - every wait is one log line (INFO for throttling, WARNING for failures) and is counted.
+
+:class:`Concurrency` is the other half of throttling: how many requests a reader or writer keeps
+in flight (halved when the service throttles, one more after as many answers without).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["RETRYABLE_STATUS", "Hold", "RetryPolicy", "parse_retry_after"]
+__all__ = ["RETRYABLE_STATUS", "Concurrency", "Hold", "RetryPolicy", "parse_retry_after"]
 
 log = logging.getLogger("dynamics_api.http")
 
@@ -153,7 +156,8 @@ class Hold:
         until = time.monotonic() + seconds
         with self._lock:
             self._until = max(self._until, until)
-            self._waited.until = self._until
+            # Only its own wait: a longer hold another thread set is still to be waited for.
+            self._waited.until = until
 
     def remaining(self) -> float:
         """Seconds this thread still has to wait (0 when it already waited for this hold); the
@@ -164,3 +168,43 @@ class Hold:
             return 0.0
         self._waited.until = until
         return max(0.0, until - time.monotonic())
+
+
+class Concurrency:
+    """Requests allowed in flight: additive increase, multiplicative decrease.
+
+    Halved when the service throttles (:meth:`lower`), one more after as many answers in a row
+    without throttling as the limit (:meth:`answered`), never above ``ceiling``. Not thread-safe:
+    its owner calls it under its own lock and decides what one episode of throttling is.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        if ceiling < 1:
+            raise ValueError("ceiling must be >= 1")
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.lowest = ceiling
+        self._streak = 0
+
+    def lower(self) -> bool:
+        """The service throttled: halve the limit (at least 1); True when it went down."""
+        self._streak = 0
+        if self.limit <= 1:
+            return False
+        self.limit //= 2
+        self.lowest = min(self.lowest, self.limit)
+        return True
+
+    def answered(self) -> bool:
+        """An answer without throttling; True when the limit went up by one."""
+        self._streak += 1
+        if self.limit < self.ceiling and self._streak >= self.limit:
+            self.limit += 1
+            self._streak = 0
+            return True
+        return False
+
+    def cap_at(self, ceiling: int) -> None:
+        """A new ceiling (the service's latest hint): the limit is never above it."""
+        self.ceiling = max(1, ceiling)
+        self.limit = min(self.limit, self.ceiling)

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from dynamics_api.retry import Concurrency
+
 __all__ = ["PREFETCH", "Gate", "Job", "Reader", "Stopped", "chain"]
 
 #: Pages held beyond one per request in flight.
@@ -73,22 +75,18 @@ class Job:
         return self.url is None and not self.in_flight
 
 
-class Gate:
-    """How many requests may be in flight: additive increase, multiplicative decrease.
+class Gate(Concurrency):
+    """How many requests may be in flight (:class:`~dynamics_api.retry.Concurrency`), told by
+    the client's count of throttled waits.
 
     ``throttled()`` returns the client's count of waits caused by a 429 so far; a request during
     which it grew was throttled (or ran while another one was).
     """
 
     def __init__(self, ceiling: int, throttled: Callable[[], int]) -> None:
-        if ceiling < 1:
-            raise ValueError("ceiling must be >= 1")
-        self.ceiling = ceiling
-        self.limit = ceiling
-        self.lowest = ceiling
+        super().__init__(ceiling)
         self._throttled = throttled
         self._seen = throttled()
-        self._good = 0
         self.decreases = 0
 
     def start(self) -> int:
@@ -103,18 +101,13 @@ class Gate:
             # Throttled: the first request to notice halves the limit; requests that started
             # before that halving do not halve it again.
             self._seen = now
-            self.limit = max(1, self.limit // 2)
-            self.lowest = min(self.lowest, self.limit)
+            self.lower()
             self.decreases += 1
-            self._good = 0
             return
         if now > self._seen:
             self._seen = now
             return
-        self._good += 1
-        if self._good >= self.limit and self.limit < self.ceiling:
-            self.limit += 1
-            self._good = 0
+        self.answered()
 
 
 class Reader:

@@ -24,29 +24,32 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dynamics_api.retry import Concurrency
+
 __all__ = ["Flow"]
 
 log = logging.getLogger(__name__)
 
 
-class Flow:
-    """The run's gate on write requests in flight (thread-safe)."""
+class Flow(Concurrency):
+    """The run's gate on write requests in flight (thread-safe); ``limit`` is the requests
+    allowed now, ``target`` what the service's hint allows (capped), to which the limit returns
+    after throttling (:class:`~dynamics_api.retry.Concurrency`)."""
 
     def __init__(self, cap: int, *, first_alone: bool = False) -> None:
         if cap < 1:
             raise ValueError("cap must be >= 1")
+        super().__init__(cap)
         self.cap = cap
-        #: What the service's hint allows (capped); the limit returns to it after throttling.
-        self.target = cap
-        #: Requests allowed in flight now.
-        self.limit = cap
-        self.lowest = cap
         self._inflight = 0
         self._cond = threading.Condition()
-        self._streak = 0
         self._throttles_seen = 0
         self._first_pending = first_alone
         self._first_taken = False
+
+    @property
+    def target(self) -> int:
+        return self.ceiling
 
     @contextmanager
     def slot(self, *, write: bool = True) -> Iterator[None]:
@@ -77,20 +80,12 @@ class Flow:
         429 answers so far."""
         with self._cond:
             if hint is not None and hint.strip().isdigit() and int(hint) > 0:
-                self.target = min(self.cap, int(hint))
-                self.limit = min(self.limit, self.target)
+                self.cap_at(min(self.cap, int(hint)))
             if throttles > self._throttles_seen:
                 self._throttles_seen = throttles
                 self._lower()
-            else:
-                self._streak += 1
-                if self.limit < self.target and self._streak >= self.limit:
-                    self.limit += 1
-                    self._streak = 0
-                    if self.limit == self.target:
-                        log.info(
-                            "Throttling stopped: back to %d write request(s) in flight.", self.limit
-                        )
+            elif self.answered() and self.limit == self.target:
+                log.info("Throttling stopped: back to %d write request(s) in flight.", self.limit)
             self._cond.notify_all()
 
     def throttled(self) -> None:
@@ -100,10 +95,7 @@ class Flow:
             self._cond.notify_all()
 
     def _lower(self) -> None:
-        self._streak = 0
-        if self.limit > 1:
-            self.limit = max(1, self.limit // 2)
-            self.lowest = min(self.lowest, self.limit)
+        if self.lower():
             log.info(
                 "Dataverse throttled the writes (429): %d write request(s) in flight at most "
                 "until it stops.",

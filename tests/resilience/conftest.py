@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,3 +61,22 @@ def fault_matrix() -> Iterator[FaultMatrix]:
     if matrix.rows:
         MATRIX_PATH.parent.mkdir(parents=True, exist_ok=True)
         MATRIX_PATH.write_text(json.dumps(matrix.as_json(), indent=2) + "\n")
+
+
+def when_seen(
+    seen: Callable[[], bool], action: Callable[[], None], *, timeout: float = 60
+) -> threading.Thread:
+    """Call ``action`` (in a thread) as soon as ``seen()`` holds, polling every 2 ms; give up
+    after ``timeout`` seconds (the test then finds its fault not injected)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if seen():
+                action()
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread

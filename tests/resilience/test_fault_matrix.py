@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pytest
 
 from dynamics_emulator.faults import Fault
 from dynamics_emulator.server import Emulator
-from tests.resilience.conftest import FaultMatrix, MatrixRow
+from tests.resilience.conftest import FaultMatrix, MatrixRow, when_seen
 from tests.tapharness import TapRun, discover, run_tap, select
 from tests.targetharness import messages_text, run_target
 
@@ -164,23 +164,6 @@ def test_tap_single_fault(
     tap.emu.faults.script([None, None, *faults])  # pages 1-2 pass, then the faults
     run = run_tap(tap.emu, tmp_path, catalog=tap.catalog, config=_tap_config())
     _record_tap(fault_matrix, _case_name(request), tap, before, _compare_tap(tap, run), 1)
-
-
-def _when_first(emu: Emulator, path_part: str, action: Callable[[], None]) -> threading.Thread:
-    """Call ``action`` once the emulator has answered a request to ``path_part``."""
-    stop = threading.Event()
-
-    def watch() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not stop.is_set():
-            if emu.requests(path_part):
-                action()
-                return
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_tap_token_revoked_mid_run(tap: TapEnv, tmp_path: Path, fault_matrix: FaultMatrix) -> None:
@@ -467,7 +450,7 @@ def test_target_token_revoked_mid_run(
     emu = small_emulator
     bulk = "Microsoft.Dynamics.CRM.UpsertMultiple"  # write_method auto: accounts in bulk
     emu.faults.add(Fault("slow", delay=1.0), times=1, path_contains=bulk)
-    watcher = _when_first(emu, bulk, emu.revoke_all_tokens)
+    watcher = when_seen(lambda: bool(emu.requests(bulk)), emu.revoke_all_tokens, timeout=120)
     run = run_target(
         emu, tmp_path, target_env.input_text, config=_target_config(max_parallel_batches=1)
     )

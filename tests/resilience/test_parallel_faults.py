@@ -6,8 +6,6 @@ tests/resilience/test_kill_and_resume.py.)"""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from dynamics_emulator.cost import CostModel
 from dynamics_emulator.faults import Fault
 from dynamics_emulator.protection import ServiceLimits
 from dynamics_emulator.server import Emulator, LogEntry
-from tests.resilience.conftest import FaultMatrix, MatrixRow
+from tests.resilience.conftest import FaultMatrix, MatrixRow, when_seen
 from tests.tapharness import TapRun, discover, page_requests, run_tap, select
 
 ROWS = 3000
@@ -107,23 +105,6 @@ def test_parallel_read_through_a_429_storm(
     assert counters["retry_after_violations"] <= counters["throttled"] // 2
 
 
-def _after_first_window_page(emu: Emulator, action: Any) -> threading.Thread:
-    """Run ``action`` once the reader has asked for its first window page (a filtered page
-    request), so that what it injects lands inside the windows' reading, not on the plan."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if any(_window_page(e) for e in emu.requests(ACCOUNTS)):
-                action()
-                return
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def _window_page(entry: LogEntry) -> bool:
     """A page request of a window (a ``modifiedon`` range), not a probe of the plan."""
     flt = parse_qs(entry.query).get("$filter", [""])[0]
@@ -142,8 +123,11 @@ def test_parallel_read_survives_a_5xx_inside_one_window(
     emu = fresh.emu
     for attempt in range(3):
         emu.clear_log()
-        watcher = _after_first_window_page(
-            emu, lambda: emu.faults.script([Fault("status", status=status)] * 3)
+        # Once the reader has asked for its first window page (a filtered page request), so
+        # that the failures land inside the windows' reading, not on the first probes.
+        watcher = when_seen(
+            lambda: any(_window_page(e) for e in emu.requests(ACCOUNTS)),
+            lambda: emu.faults.script([Fault("status", status=status)] * 3),
         )
         run = run_tap(
             emu, tmp_path / str(attempt), catalog=fresh.catalog, config={"page_size": PAGE}
