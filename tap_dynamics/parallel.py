@@ -158,7 +158,6 @@ class Reader:
         self._threads: list[threading.Thread] = []
         self.peak_in_flight = 0
         self.page_requests = 0
-        self.planning_seconds = 0.0
         self.splits = 0
         self.capacity = 2 * gate.ceiling + PREFETCH
 
@@ -207,7 +206,6 @@ class Reader:
     # -- threads ----------------------------------------------------------------------------
 
     def _plan(self, part: int) -> None:
-        started = time.monotonic()
         try:
             for job in self._sources[part]:
                 with self._cond:
@@ -223,7 +221,6 @@ class Reader:
         finally:
             with self._cond:
                 self._planned[part] = True
-                self.planning_seconds = max(self.planning_seconds, time.monotonic() - started)
                 self._cond.notify_all()
 
     def _unstarted(self) -> int:
