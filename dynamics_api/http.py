@@ -233,21 +233,14 @@ class DataverseClient:
         refreshed = False
         token: str | None = None
         while True:
-            self._await_hold()
             if token is None:
                 token = self._tokens.token()
             attempt_headers = dict(send_headers)
             attempt_headers["Authorization"] = f"Bearer {token}"
+            lead = self._hold.enter(self._held)
             self.stats.add(requests=1)
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    headers=attempt_headers,
-                    data=body,
-                    timeout=self.timeout,
-                    stream=True,
-                )
+                response = self._send(lead, method, url, attempt_headers, body)
             except NETWORK_ERRORS as exc:
                 retries = self._after_network_error(
                     exc, method, path, entity, retries, resend_ok, limit
@@ -429,14 +422,28 @@ class DataverseClient:
         """Send nothing for ``seconds`` from now, from any thread (:class:`~.retry.Hold`)."""
         self._hold.start(seconds)
 
-    def _await_hold(self) -> None:
-        remaining = self._hold.remaining()
-        if remaining > 0:
-            log.debug(
-                "Waiting %.2f s: Dataverse asked this client to wait (Retry-After)", remaining
+    def _held(self, seconds: float) -> None:
+        log.debug("Waiting %.2f s: Dataverse asked this client to wait (Retry-After)", seconds)
+        self.stats.add(waited_seconds=seconds, held_waits=1)
+        self.retry.sleep(seconds)
+
+    def _send(
+        self, lead: bool, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> requests.Response:
+        """One attempt; a 429's ``Retry-After`` holds the client before the answer is told to
+        the hold (``lead``: the first request after a hold, the others wait for its answer)."""
+        response: requests.Response | None = None
+        try:
+            response = self._session.request(
+                method, url, headers=headers, data=body, timeout=self.timeout, stream=True
             )
-            self.stats.add(waited_seconds=remaining, held_waits=1)
-            self.retry.sleep(remaining)
+            if response.status_code == 429:
+                asked = parse_retry_after(response.headers.get("Retry-After"))
+                if asked is not None and not self.retry.too_long(asked):
+                    self._hold.start(asked)
+            return response
+        finally:
+            self._hold.answered(lead, response is None or response.status_code == 429)
 
     @property
     def max_retries(self) -> int:
@@ -478,9 +485,7 @@ class DataverseClient:
         wait = policy.delay(retries, asked)
         retries += 1
         if status == 429:
-            self.stats.add(throttled_waits=1)
-            if asked is not None:
-                self.hold(asked)
+            self.stats.add(throttled_waits=1)  # the hold started when the answer came (_send)
         self.stats.add(retries=1)
         self._wait(
             wait,

@@ -144,30 +144,72 @@ class RetryPolicy:
 class Hold:
     """A pause every thread of one client keeps: the service throttles the user (its limits are
     per user and web server, not per connection), so after a 429 with ``Retry-After`` every
-    request waits, not only the one that was refused."""
+    request waits, not only the one that was refused.
+
+    When the pause ends, one request goes first (the *lead*) and the others wait for its answer:
+    every thread sending at once at the end of the wait would put the requests after the first
+    into a block the service may have extended meanwhile (it makes a caller that keeps sending
+    while throttled wait longer), and each of them would be refused, and make it longer again.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._until = 0.0
         self._waited = threading.local()  # the hold this thread has already waited for
+        self._throttled = False  # since the last 429, no request sent after its wait answered
+        self._lead = False  # that request is in flight
 
     def start(self, seconds: float) -> None:
         """Send nothing for ``seconds`` from now; the calling thread waits them itself."""
         until = time.monotonic() + seconds
-        with self._lock:
+        with self._cond:
             self._until = max(self._until, until)
             # Only its own wait: a longer hold another thread set is still to be waited for.
             self._waited.until = until
+            self._throttled = True
+            self._cond.notify_all()
 
     def remaining(self) -> float:
         """Seconds this thread still has to wait (0 when it already waited for this hold); the
         caller then sleeps them."""
-        with self._lock:
+        with self._cond:
             until = self._until
         if until <= getattr(self._waited, "until", 0.0):
             return 0.0
         self._waited.until = until
         return max(0.0, until - time.monotonic())
+
+    def enter(self, sleep: Callable[[float], None]) -> bool:
+        """Wait until this thread may send: the hold's time (``sleep`` waits it), then, while the
+        client is throttled, the answer to the request sent first after it.
+
+        Returns:
+            True when this thread's request is that first one: its caller must call
+            :meth:`answered` once the request ends, however it ends.
+        """
+        while True:
+            left = self.remaining()
+            if left > 0:
+                sleep(left)
+                continue
+            with self._cond:
+                if not self._throttled:
+                    return False
+                if not self._lead:
+                    self._lead = True
+                    return True
+                self._cond.wait()
+
+    def answered(self, lead: bool, throttled: bool) -> None:
+        """A request ended; for the lead, ``throttled`` says whether it was refused (429) or
+        failed without an answer: the others go when it was not, else the next one leads."""
+        if not lead:
+            return
+        with self._cond:
+            self._lead = False
+            if not throttled:
+                self._throttled = False
+            self._cond.notify_all()
 
 
 class Concurrency:

@@ -69,3 +69,45 @@ def test_a_thread_without_a_429_waits_the_hold() -> None:
     other.start()
     other.join()
     assert waits[0] > 29
+
+
+def _no_sleep(seconds: float) -> None:
+    """The hold's time is not what these tests are about."""
+
+
+def test_without_a_429_every_thread_sends_at_once() -> None:
+    hold = Hold()
+    assert hold.enter(_no_sleep) is False
+    assert hold.enter(_no_sleep) is False
+
+
+def test_after_a_hold_one_request_goes_first_and_the_others_wait_for_its_answer() -> None:
+    hold = Hold()
+    hold.start(0.0)
+    assert hold.enter(_no_sleep) is True  # this thread leads
+    entered = threading.Event()
+    others = [
+        threading.Thread(target=lambda: (hold.enter(_no_sleep), entered.set())) for _ in range(3)
+    ]
+    for thread in others:
+        thread.start()
+    assert not entered.wait(0.2)  # nobody sends while the lead's request is in flight
+    hold.answered(True, throttled=False)
+    for thread in others:
+        thread.join(5)
+    assert entered.is_set() and not any(thread.is_alive() for thread in others)
+    assert hold.enter(_no_sleep) is False  # no longer throttled: no lead
+
+
+def test_a_lead_refused_again_holds_the_others_and_the_next_request_leads() -> None:
+    hold = Hold()
+    hold.start(0.0)
+    assert hold.enter(_no_sleep) is True
+    slept: list[float] = []
+    leads: list[bool] = []
+    other = threading.Thread(target=lambda: leads.append(hold.enter(slept.append)))
+    other.start()
+    hold.start(30.0)  # the lead's 429: a new hold, then its answer is told
+    hold.answered(True, throttled=True)
+    other.join(5)
+    assert leads == [True] and slept and slept[0] > 29  # waited the new hold, then led
