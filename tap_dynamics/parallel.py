@@ -8,7 +8,7 @@ window 1, and so on: records leave in the windows' order, whatever the order the
 
 Bounds:
 
-- at most ``limit`` requests are in flight (the planner's probes included), where ``limit``
+- at most ``limit`` requests are in flight (``refine``'s probes included), where ``limit``
   starts at the ceiling (``min(x-ms-dop-hint, max_parallel_requests)``), halves when the service
   throttles (the client counts the 429s it waited for; the wait itself is the client's, exactly
   the ``Retry-After`` given, and holds every request of the client) and grows back by one after
@@ -20,9 +20,8 @@ Bounds:
 
 A window may turn out to hold more than a page: ``refine`` looks at its page when it comes with
 a next link and may cut the page and put new windows right after it (in place of the rest of the
-chain). Windows come from iterators that may make requests (probes), each in its own thread;
-probes (``refine``'s too) take a slot before any page request waiting for one, at most a quarter
-of the slots (at least one) at a time.
+chain). The probes ``refine`` makes take a slot (:meth:`Reader.slot`) before any page request
+waiting for one, at most a quarter of the slots (at least one) at a time.
 """
 
 from __future__ import annotations
@@ -67,7 +66,6 @@ class Job:
     in_flight: bool = False
     pages: deque[bytes] = field(default_factory=deque)
     requests: int = 0
-    part: int = 0
     scout: bool = False
 
     @property
@@ -114,10 +112,7 @@ class Reader:
     """Read jobs side by side; hand their pages over in the jobs' order.
 
     Args:
-        sources: the windows' first requests, in order: the jobs of the first source, then of
-            the second, and so on. Each source runs in its own thread (a source may block: the
-            planner walks its part of the table with probes), so later parts are planned, and
-            read, while earlier ones still are.
+        jobs: the windows' first requests, in order.
         fetch: one page of a chain.
         gate: the concurrency limit.
         name: for thread names.
@@ -128,25 +123,21 @@ class Reader:
 
     def __init__(
         self,
-        sources: t.Sequence[Iterable[Job]],
+        jobs: Iterable[Job],
         fetch: Fetch,
         gate: Gate,
         *,
         name: str,
         refine: Refine | None = None,
     ) -> None:
-        self._sources = list(sources)
+        self._jobs = list(jobs)
         self._fetch = fetch
         self._refine = refine
         self.gate = gate
         self._name = name
         self._cond = threading.Condition()
-        self._parts: list[list[Job]] = [[] for _ in self._sources]
-        self._planned = [False] * len(self._sources)  # each source is exhausted
-        self._part = 0  # the part being handed over
-        self._head = 0  # its job being handed over
+        self._head = 0  # the job being handed over
         self._in_flight = 0
-        self._pages_in_flight = 0
         self._held = 0  # pages in flight or waiting
         self._waiting = 0  # of them, pages waiting to be handed over
         self._waiting_bytes = 0
@@ -163,15 +154,14 @@ class Reader:
 
     @property
     def jobs_seen(self) -> int:
-        """Windows planned so far."""
-        return sum(len(part) for part in self._parts)
+        """Windows read or planned so far (those ``refine`` added included)."""
+        return len(self._jobs)
 
-    # -- the planner's requests -------------------------------------------------------------
+    # -- refine's requests ------------------------------------------------------------------
 
     def _probe_cap(self) -> int:
-        """Probes in flight at most: a quarter of the limit (at least one). One probe at a time
-        plans windows several times faster than pages are read; more would only take slots
-        from the pages."""
+        """Probes in flight at most: a quarter of the limit (at least one), so that they do not
+        take every slot from the pages."""
         return max(1, self.gate.limit // 4)
 
     def _probe_may_start(self) -> bool:
@@ -179,7 +169,7 @@ class Reader:
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """A request slot for the planner (before any page request waiting for one)."""
+        """A request slot for a probe (before any page request waiting for one)."""
         with self._cond:
             self._probes_waiting += 1
             try:
@@ -205,34 +195,6 @@ class Reader:
 
     # -- threads ----------------------------------------------------------------------------
 
-    def _plan(self, part: int) -> None:
-        try:
-            for job in self._sources[part]:
-                with self._cond:
-                    if self._stop:
-                        return
-                    job.part = part
-                    self._parts[part].append(job)
-                    self._cond.notify_all()
-        except Stopped:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._fail(exc)
-        finally:
-            with self._cond:
-                self._planned[part] = True
-                self._cond.notify_all()
-
-    def _unstarted(self) -> int:
-        """Planned windows whose first request has not been sent (lock held)."""
-        n = 0
-        for p in range(self._part, len(self._parts)):
-            jobs = self._parts[p]
-            for i in range(self._head if p == self._part else 0, len(jobs)):
-                job = jobs[i]
-                n += job.requests == 0 and not job.in_flight and job.url is not None
-        return n
-
     def _pages_held(self) -> float:
         """Pages held (lock held): those in flight, and those waiting counted by their bytes in
         full pages (the largest seen), so that small windows' pages do not fill the cap."""
@@ -241,39 +203,27 @@ class Reader:
 
     def _pick(self) -> Job | None:
         """The earliest job with a request to make, if a request may start now (lock held)."""
-        limit = self.gate.limit
-        if self._in_flight >= limit or (self._probes_waiting and self._probe_may_start()):
-            return None
-        if (
-            not all(self._planned)
-            and limit > 1
-            and self._pages_in_flight >= limit - 1
-            and self._unstarted() < limit
-        ):
-            # While the plan is being made and is not ahead of the reading, one slot is kept for
-            # its probes (when it is ahead, they wait for the next free slot, before any page).
+        if self._in_flight >= self.gate.limit or (self._probes_waiting and self._probe_may_start()):
             return None
         # The job being handed over first; then, among the next few with a request to make, one
         # that has not been read yet and may turn out big (``scout``: its first page decides
         # more windows, which are best known early), else the earliest.
         earliest: Job | None = None
         seen = 0
-        for p in range(self._part, len(self._parts)):
-            jobs = self._parts[p]
-            for i in range(self._head if p == self._part else 0, len(jobs)):
-                job = jobs[i]
-                if job.url is None or job.in_flight:
-                    continue
-                if (p, i) == (self._part, self._head):
-                    return job
-                if self._pages_held() >= self.capacity:
-                    return None  # later jobs would only hold more pages
-                if job.scout and job.requests == 0:
-                    return job
-                earliest = earliest or job
-                seen += 1
-                if seen > self.capacity:
-                    return earliest
+        for i in range(self._head, len(self._jobs)):
+            job = self._jobs[i]
+            if job.url is None or job.in_flight:
+                continue
+            if i == self._head:
+                return job
+            if self._pages_held() >= self.capacity:
+                return None  # later jobs would only hold more pages
+            if job.scout and job.requests == 0:
+                return job
+            earliest = earliest or job
+            seen += 1
+            if seen > self.capacity:
+                return earliest
         return earliest
 
     def _work(self) -> None:
@@ -288,7 +238,6 @@ class Reader:
                 assert job is not None and job.url is not None
                 job.in_flight = True
                 self._in_flight += 1
-                self._pages_in_flight += 1
                 self._held += 1
                 self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
                 url, params = job.url, job.params
@@ -298,14 +247,12 @@ class Reader:
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 with self._cond:
                     self._in_flight -= 1
-                    self._pages_in_flight -= 1
                     self._held -= 1
                     job.in_flight = False
                 self._fail(exc)
                 return
             with self._cond:
                 self._in_flight -= 1
-                self._pages_in_flight -= 1
                 self.gate.done(started)
                 self.page_requests += 1
                 self._cond.notify_all()
@@ -334,11 +281,8 @@ class Reader:
                 job.in_flight = False
                 if more:
                     self.splits += 1
-                    jobs = self._parts[job.part]
-                    at = next(i for i, j in enumerate(jobs) if j is job) + 1
-                    for new in more:
-                        new.part = job.part
-                    jobs[at:at] = more
+                    at = next(i for i in range(self._head, len(self._jobs)) if self._jobs[i] is job)
+                    self._jobs[at + 1 : at + 1] = more
                 self._cond.notify_all()
 
     def _fail(self, exc: BaseException) -> None:
@@ -349,12 +293,6 @@ class Reader:
             self._cond.notify_all()
 
     def start(self) -> None:
-        for p in range(len(self._sources)):
-            self._threads.append(
-                threading.Thread(
-                    target=self._plan, args=(p,), name=f"plan-{self._name}-{p}", daemon=True
-                )
-            )
         for i in range(self.gate.ceiling):
             self._threads.append(
                 threading.Thread(target=self._work, name=f"fetch-{self._name}-{i}", daemon=True)
@@ -381,25 +319,19 @@ class Reader:
                     while True:
                         if self._error is not None:
                             raise self._error
-                        if self._part >= len(self._parts):
+                        if self._head >= len(self._jobs):
                             return
-                        jobs = self._parts[self._part]
-                        if self._head < len(jobs):
-                            job = jobs[self._head]
-                            if job.pages:
-                                body = job.pages.popleft()
-                                self._held -= 1
-                                self._waiting -= 1
-                                self._waiting_bytes -= len(body)
-                                self._cond.notify_all()
-                                break
-                            if job.finished:
-                                jobs[self._head] = Job(None, None, job.label)  # let it go
-                                self._head += 1
-                                self._cond.notify_all()
-                                continue
-                        elif self._planned[self._part]:
-                            self._part, self._head = self._part + 1, 0
+                        job = self._jobs[self._head]
+                        if job.pages:
+                            body = job.pages.popleft()
+                            self._held -= 1
+                            self._waiting -= 1
+                            self._waiting_bytes -= len(body)
+                            self._cond.notify_all()
+                            break
+                        if job.finished:
+                            self._jobs[self._head] = Job(None, None, job.label)  # let it go
+                            self._head += 1
                             self._cond.notify_all()
                             continue
                         self._cond.wait()

@@ -243,7 +243,7 @@ def parallel_bodies(
         return first_rows(rows, keep), [job(w) for w in rest]
 
     reader = Reader(
-        [[job(w) for w in windows]], fetch, Gate(ceiling, stats), name=name, refine=refine
+        [job(w) for w in windows], fetch, Gate(ceiling, stats), name=name, refine=refine
     )
     probes.slot = reader.slot
     try:

@@ -55,7 +55,7 @@ def test_pages_come_in_window_order_with_at_most_the_limit_in_flight() -> None:
     rng = random.Random(3)
     pages = [rng.randint(1, 4) for _ in range(40)]
     service = Service(pages, seed=3)
-    reader = Reader([_jobs(40)], service.fetch, Gate(5, lambda: 0), name="t")
+    reader = Reader(_jobs(40), service.fetch, Gate(5, lambda: 0), name="t")
     got = [body.decode() for _, body in reader.pages()]
     assert got == [f"/w{i}:{p}" for i in range(40) for p in range(pages[i])]
     assert service.peak <= 5
@@ -63,24 +63,9 @@ def test_pages_come_in_window_order_with_at_most_the_limit_in_flight() -> None:
     assert reader.page_requests == sum(pages)
 
 
-def test_parts_planned_side_by_side_come_one_after_the_other() -> None:
-    service = Service([1] * 30)
-
-    def part(lo: int, hi: int) -> Iterator[Job]:
-        for i in range(lo, hi):
-            time.sleep(0.001 * (30 - i) / 30)  # later parts are planned faster
-            yield Job(f"/w{i}", None, label=i)
-
-    reader = Reader(
-        [part(0, 10), part(10, 20), part(20, 30)], service.fetch, Gate(4, lambda: 0), name="t"
-    )
-    assert [label for label, _ in reader.pages()] == list(range(30))
-    assert reader.jobs_seen == 30
-
-
 def test_pages_held_stay_under_the_cap_while_the_consumer_is_slow() -> None:
     service = Service([3] * 20)
-    reader = Reader([_jobs(20)], service.fetch, Gate(3, lambda: 0), name="t")
+    reader = Reader(_jobs(20), service.fetch, Gate(3, lambda: 0), name="t")
     held = []
     for _ in reader.pages():
         held.append(reader._pages_held())
@@ -100,7 +85,7 @@ def test_small_pages_count_by_their_bytes_against_the_cap() -> None:
             return big, None
         return b"y" * 100, None
 
-    reader = Reader([_jobs(40)], fetch, Gate(2, lambda: 0), name="t")
+    reader = Reader(_jobs(40), fetch, Gate(2, lambda: 0), name="t")
     reader._page_bytes = len(big)  # as if a full page had been seen
     pages = reader.pages()
     next(pages)
@@ -116,7 +101,7 @@ def test_a_refined_page_is_cut_and_new_jobs_follow_it_in_order() -> None:
             return b"cut", [Job(f"/w{i}", None, label=f"0.{i}") for i in (1, 2)]
         return None
 
-    reader = Reader([_jobs(3)], service.fetch, Gate(1, lambda: 0), name="t", refine=refine)
+    reader = Reader(_jobs(3), service.fetch, Gate(1, lambda: 0), name="t", refine=refine)
     got = [(label, body.decode()) for label, body in reader.pages()]
     assert got == [(0, "cut"), ("0.1", "/w1:0"), ("0.2", "/w2:0"), (1, "/w1:0"), (2, "/w2:0")]
     assert reader.splits == 1
@@ -125,7 +110,7 @@ def test_a_refined_page_is_cut_and_new_jobs_follow_it_in_order() -> None:
 
 def test_the_first_error_stops_the_read_and_reaches_the_consumer() -> None:
     service = Service([2] * 30, fail_at="/w7/p1")
-    reader = Reader([_jobs(30)], service.fetch, Gate(4, lambda: 0), name="t")
+    reader = Reader(_jobs(30), service.fetch, Gate(4, lambda: 0), name="t")
     seen: list[object] = []
 
     def consume() -> None:
@@ -140,7 +125,7 @@ def test_the_first_error_stops_the_read_and_reaches_the_consumer() -> None:
 
 def test_a_consumer_that_stops_early_stops_the_threads() -> None:
     service = Service([5] * 50)
-    reader = Reader([_jobs(50)], service.fetch, Gate(4, lambda: 0), name="early")
+    reader = Reader(_jobs(50), service.fetch, Gate(4, lambda: 0), name="early")
     pages = reader.pages()
     next(pages)
     t.cast(Generator[object, None, None], pages).close()
@@ -148,34 +133,32 @@ def test_a_consumer_that_stops_early_stops_the_threads() -> None:
     assert len(service.calls) < 250
 
 
-def test_planner_probes_count_against_the_limit() -> None:
-    service = Service([1] * 12)
+def test_refine_probes_count_against_the_limit() -> None:
+    service = Service([2] * 12)
     probes_in_flight: list[int] = []
 
-    def planned() -> Iterator[Job]:
-        for i in range(12):
-            with reader.slot():
-                with service.lock:
-                    probes_in_flight.append(service.in_flight)
-                    service.in_flight += 1
-                    service.peak = max(service.peak, service.in_flight)
-                time.sleep(0.001)
-                with service.lock:
-                    service.in_flight -= 1
-            yield Job(f"/w{i}", None, label=i)
+    def refine(job: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+        with reader.slot():
+            with service.lock:
+                probes_in_flight.append(service.in_flight)
+                service.in_flight += 1
+                service.peak = max(service.peak, service.in_flight)
+            time.sleep(0.001)
+            with service.lock:
+                service.in_flight -= 1
+        return None
 
-    reader = Reader([planned()], service.fetch, Gate(3, lambda: 0), name="t")
-    assert [label for label, _ in reader.pages()] == list(range(12))
-    assert service.peak <= 3
+    reader = Reader(_jobs(12), service.fetch, Gate(3, lambda: 0), name="t", refine=refine)
+    assert [label for label, _ in reader.pages()] == [i for i in range(12) for _ in range(2)]
+    assert len(probes_in_flight) == 12 and service.peak <= 3
 
 
-def test_a_planner_error_reaches_the_consumer() -> None:
-    def planned() -> Iterator[Job]:
-        yield Job("/w0", None, label=0)
-        raise ValueError("the walk failed")
+def test_a_refine_error_reaches_the_consumer() -> None:
+    def refine(job: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+        raise ValueError("the probe failed")
 
-    reader = Reader([planned()], Service([1]).fetch, Gate(2, lambda: 0), name="t")
-    with pytest.raises(ValueError, match="the walk failed"):
+    reader = Reader(_jobs(3), Service([2, 2, 2]).fetch, Gate(2, lambda: 0), name="t", refine=refine)
+    with pytest.raises(ValueError, match="the probe failed"):
         list(reader.pages())
 
 
