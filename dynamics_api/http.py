@@ -253,7 +253,7 @@ class DataverseClient:
                 if stream:
                     return response
                 try:
-                    _ = response.content  # read here, so a cut-off body is retried
+                    _read_body(response)  # read here, so a cut-off body is retried
                 except NETWORK_ERRORS as exc:
                     response.close()
                     retries = self._after_network_error(
@@ -589,6 +589,17 @@ class DataverseClient:
             request_id=request_id_of(response.headers),
             annotations=parse_error_annotations(error_body),
         )
+
+
+def _read_body(response: requests.Response) -> bytes:
+    """The whole body in one read: ``response.content`` reads 10 KB at a time through several
+    layers of Python, which for a page of tens of MB costs milliseconds per MB on the thread
+    that should send the next request. The response is then as if ``content`` had been read."""
+    body: bytes = response.raw.read(decode_content=True)
+    response._content = body  # what requests itself sets when it reads a body
+    response._content_consumed = True
+    response.raw.release_conn()
+    return body
 
 
 def _read_error_body(response: requests.Response) -> bytes:
