@@ -45,7 +45,14 @@ from .errors import (
 from .retry import RETRYABLE_STATUS, Hold, RetryPolicy, parse_retry_after
 from .session_base import VerifiedSession
 from .stats import ClientStats
-from .wire import NETWORK_ERRORS, describe, is_certificate_failure, is_connect_failure
+from .wire import (
+    NETWORK_ERRORS,
+    describe,
+    is_certificate_failure,
+    is_connect_failure,
+    read_body,
+    read_error_body,
+)
 
 __all__ = [
     "RETRYABLE_STATUS",
@@ -253,7 +260,7 @@ class DataverseClient:
                 if stream:
                     return response
                 try:
-                    _read_body(response)  # read here, so a cut-off body is retried
+                    read_body(response)  # read here, so a cut-off body is retried
                 except NETWORK_ERRORS as exc:
                     response.close()
                     retries = self._after_network_error(
@@ -262,7 +269,7 @@ class DataverseClient:
                     token = None
                     continue
                 return response
-            error_body = _read_error_body(response)
+            error_body = read_error_body(response)
             if status == 401 and not refreshed:
                 refreshed = True
                 log.info("Dataverse refused the token (401) on %s %s: refreshing it", method, path)
@@ -589,27 +596,6 @@ class DataverseClient:
             request_id=request_id_of(response.headers),
             annotations=parse_error_annotations(error_body),
         )
-
-
-def _read_body(response: requests.Response) -> bytes:
-    """The whole body in one read: ``response.content`` reads 10 KB at a time through several
-    layers of Python, which for a page of tens of MB costs milliseconds per MB on the thread
-    that should send the next request. The response is then as if ``content`` had been read."""
-    body: bytes = response.raw.read(decode_content=True)
-    response._content = body  # what requests itself sets when it reads a body
-    response._content_consumed = True
-    response.raw.release_conn()
-    return body
-
-
-def _read_error_body(response: requests.Response) -> bytes:
-    """The (small) body of an error response; empty when it cannot be read."""
-    try:
-        return response.content[:65536]
-    except NETWORK_ERRORS:
-        return b""
-    finally:
-        response.close()
 
 
 def _log_path(path: str) -> str:
