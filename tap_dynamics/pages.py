@@ -11,7 +11,7 @@ import typing as t
 
 import msgspec
 
-__all__ = ["column_of", "first_rows", "links_of"]
+__all__ = ["columns_of", "first_rows", "links_of"]
 
 
 class _Links(msgspec.Struct):
@@ -44,17 +44,22 @@ class _Rows(msgspec.Struct):
 
 
 _rows = msgspec.json.Decoder(_Rows).decode
-_column_decoders: dict[str, t.Callable[[bytes], t.Any]] = {}
+_column_decoders: dict[tuple[str, ...], t.Callable[[bytes], t.Any]] = {}
 
 
-def column_of(content: bytes, column: str) -> tuple[list[msgspec.Raw], list[str | None]]:
-    """The page's rows (as their bytes) and each row's value of ``column``."""
-    decode = _column_decoders.get(column)
+def columns_of(
+    content: bytes, *columns: str
+) -> tuple[list[msgspec.Raw], tuple[list[str | None], ...]]:
+    """The page's rows (as their bytes) and, per column, each row's value of it."""
+    decode = _column_decoders.get(columns)
     if decode is None:
-        one = msgspec.defstruct("One", [(column, str | None, None)])
-        decode = _column_decoders[column] = msgspec.json.Decoder(one).decode
+        fields = [(c, str | None, None) for c in columns]
+        decode = _column_decoders[columns] = msgspec.json.Decoder(
+            msgspec.defstruct("Some", fields)
+        ).decode
     rows = _rows(content).value
-    return rows, [getattr(decode(row), column) for row in rows]
+    decoded = [decode(row) for row in rows]
+    return rows, tuple([getattr(d, c) for d in decoded] for c in columns)
 
 
 def first_rows(rows: list[msgspec.Raw], keep: int) -> bytes:

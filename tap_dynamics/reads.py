@@ -25,7 +25,7 @@ import orjson
 
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
-from tap_dynamics.pages import column_of, first_rows
+from tap_dynamics.pages import columns_of, first_rows
 from tap_dynamics.parallel import Gate, Job, Reader
 from tap_dynamics.windows import (
     COUNT_CAP,
@@ -227,16 +227,26 @@ def parallel_bodies(
     # The edge probes may have met more web servers than the first one did.
     ceiling = max(decided.ceiling, probes.ceiling(decided.max_parallel))
 
+    # Within a second, rows come in createdon order when it is selected: the page that finds a
+    # crowded second keeps its rows of it, and only the rest of the second is read.
+    by_created = column != SECOND_COLUMN and SECOND_COLUMN in select.split(",")
+    order = [SECOND_COLUMN, *keys] if by_created else list(keys)
+
     def job(window: Window) -> Job:
-        return window_job(window, probes.entity_set, select=select, keys=keys)
+        return window_job(window, probes.entity_set, select=select, keys=order)
 
     def refine(done: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
         window = t.cast(Window, done.label)
         if window.hi is None:
             return None
-        rows, values = column_of(body, window.column)
+        created: list[int | None] | None = None
+        if by_created and window.within is None:
+            rows, (values, created_at) = columns_of(body, window.column, SECOND_COLUMN)
+            created = [epoch(v) if v else None for v in created_at]
+        else:
+            rows, (values,) = columns_of(body, window.column)
         seconds = [epoch(v) if v else None for v in values]
-        cut = after_page(probes, window, seconds, page=page, pieces=2 * ceiling)
+        cut = after_page(probes, window, seconds, page=page, pieces=2 * ceiling, created=created)
         if cut is None:
             return None
         keep, rest = cut

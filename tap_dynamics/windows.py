@@ -18,7 +18,9 @@ output.
 
 A second holding more than a page of rows (a bulk import or update: thousands of rows share one
 ``modifiedon``) cannot be split by time: it is split the same way on ``createdon`` (the rows of
-that second, ordered by ``createdon`` and the key). A ``createdon`` second that is still too big,
+that second, ordered by ``createdon`` and the key); when the windows are ordered by ``createdon``
+within a second (the column is selected), the page that finds such a second keeps its rows of it
+and only the rest is read. A ``createdon`` second that is still too big,
 or a window without an upper bound (the last, open one), is read as one chain.
 
 The decisions need a few small requests; they go through a small interface (:class:`Probes`),
@@ -28,6 +30,7 @@ so that they are tested without I/O.
 from __future__ import annotations
 
 import calendar
+import itertools
 import typing as t
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -43,6 +46,7 @@ __all__ = [
     "Window",
     "after_page",
     "crowded",
+    "crowded_rest",
     "epoch",
     "literal",
     "spread",
@@ -60,6 +64,9 @@ TARGET_SHARE = 0.85
 CROWD_SHARE = 0.25
 #: Windows made at most in one go (a table of ten million rows at 5,000 a page is 2,000).
 MOST_WINDOWS = 20_000
+#: A window split after its first page gives at most this many times the requests allowed
+#: windows at the page's pace (the last one holds the rest).
+NEAR = 2
 
 
 def epoch(value: str) -> int:
@@ -159,17 +166,26 @@ def spread(
     page: int,
     most: int,
     within: tuple[str, int] | None = None,
+    near: int | None = None,
 ) -> list[Window]:
     """Windows covering ``[lo, hi)`` in order, each about ``TARGET_SHARE`` of a page at the pace
-    of ``rows`` rows over the range (``most`` windows when ``rows`` is unknown)."""
+    of ``rows`` rows over the range (``most`` windows when ``rows`` is unknown).
+
+    ``near``: at most that many windows; when the pace asks for more, the first ``near - 1`` are
+    cut at it and the last holds the rest (a pace seen over a few seconds says little about the
+    days after them: the last window is split again by its own first page)."""
     span = hi - lo
     if span <= 0:
         return []
     target = max(1.0, page * TARGET_SHARE)
     wanted = most if rows is None else -(-rows // target)
     k = int(max(1, min(wanted, span, MOST_WINDOWS)))
-    edges = [lo + span * i // k for i in range(k)] + [hi]
-    return [Window(column, edges[i], edges[i + 1], within=within) for i in range(k)]
+    if near is not None and rows is not None and k > near > 1:
+        step = max(1, int(span * target // rows))
+        edges = [lo + step * i for i in range(near) if lo + step * i < hi] + [hi]
+    else:
+        edges = [lo + span * i // k for i in range(k)] + [hi]
+    return [Window(column, a, b, within=within) for a, b in itertools.pairwise(edges)]
 
 
 def opened(windows: list[Window], *, nulls_first: bool, open_end: bool) -> list[Window]:
@@ -206,9 +222,65 @@ def crowded(probes: Probes, window: Window, second: int, *, page: int, pieces: i
     return opened(parts, nulls_first=True, open_end=True)
 
 
+def crowded_rest(
+    probes: Probes,
+    window: Window,
+    second: int,
+    created: Sequence[int | None],
+    *,
+    page: int,
+    pieces: int,
+) -> tuple[int, list[Window]] | None:
+    """The rest of a crowded ``second`` whose first rows a page holds, ordered by ``createdon``
+    within the second (``created``: their ``createdon`` seconds, nulls first).
+
+    Returns:
+        ``(keep, windows)``: keep the first ``keep`` of those rows (before the last ``createdon``
+        second they reach) and read the rest of the second as ``windows`` of ``createdon`` (one
+        probe: the second's last ``createdon``); None when the rows reach no ``createdon``.
+    """
+    if not created or created[-1] is None:
+        return None
+    reached = created[-1]
+    keep = bisect_left([-1 if c is None else c for c in created], reached)
+    last = probes.edge(SECOND_COLUMN, Window(window.column, second, second + 1).filter(), last=True)
+    hi = max(reached, epoch(last) if last else reached) + 1
+    inner = (window.column, second)
+    # At the pace of the rows the page holds (as many as the requests allowed when they all
+    # share one createdon second).
+    seen = [c for c in created[:keep] if c is not None]
+    rows = len(seen) * (hi - reached) / (reached - seen[0]) if seen and seen[0] < reached else None
+    parts = spread(
+        SECOND_COLUMN, reached, hi, rows=rows, page=page, most=pieces, within=inner, near=pieces
+    )
+    # The last reaches past the edge found, for rows written since.
+    return keep, opened(parts, nulls_first=False, open_end=True)
+
+
 def _split_column_again(window: Window) -> bool:
     """A second of ``window``'s column can be split on ``createdon``."""
     return window.within is None and window.column != SECOND_COLUMN
+
+
+def _crowded(
+    probes: Probes,
+    window: Window,
+    second: int,
+    created: Sequence[int | None] | None,
+    keep: int,
+    *,
+    page: int,
+    pieces: int,
+) -> tuple[int, list[Window]]:
+    """A crowded ``second`` from row ``keep`` of the page on: its rest when the page's rows of
+    it can be kept (``created``), else all of it again."""
+    rest = None
+    if created is not None:
+        rest = crowded_rest(probes, window, second, created[keep:], page=page, pieces=pieces)
+    if rest is None:
+        return keep, crowded(probes, window, second, page=page, pieces=pieces)
+    kept, windows = rest
+    return keep + kept, windows
 
 
 def after_page(
@@ -218,6 +290,7 @@ def after_page(
     *,
     page: int,
     pieces: int,
+    created: Sequence[int | None] | None = None,
 ) -> tuple[int, list[Window]] | None:
     """A page of ``window`` came with a next link: the window holds more than a page.
 
@@ -228,10 +301,14 @@ def after_page(
             the page's order.
         page: rows per page.
         pieces: windows a crowded second is cut into at first (the requests allowed in flight).
+        created: the page's ``createdon`` seconds, when the page is ordered by ``createdon``
+            within a second of ``window.column``: the rows of a crowded second the page holds
+            are then kept, and only the rest of that second is read (:func:`crowded_rest`).
 
     Returns:
-        ``(keep, windows)``: keep the page's first ``keep`` rows (those before its last second)
-        and read the rest of the window as ``windows``, in order; or None: follow the next link
+        ``(keep, windows)``: keep the page's first ``keep`` rows (those before its last second,
+        or before the last ``createdon`` second it reaches of a crowded one) and read the rest
+        of the window as ``windows``, in order; or None: follow the next link
         (the window has no upper bound, or its rows share one second of the last column).
     """
     if window.hi is None or window.whole or not seconds or seconds[-1] is None:
@@ -244,13 +321,14 @@ def after_page(
     start = last
     full = min(page, COUNT_CAP)
     if keep == 0:
-        # The whole page is one second (read again: a second of more than a page of rows is
-        # split on createdon, a smaller one is one window).
+        # The whole page is one second: a second of more than a page of rows is split on
+        # createdon (from where the page stops when it is ordered so), a smaller one is read
+        # again as one window.
         if not _split_column_again(window):
             return None
         one = Window(window.column, last, last + 1, whole=True)
         if len(seconds) >= full or probes.count(one.filter()) >= full:
-            out = crowded(probes, window, last, page=page, pieces=pieces)
+            keep, out = _crowded(probes, window, last, created, 0, page=page, pieces=pieces)
         else:
             out = [one]
         start = last + 1
@@ -260,7 +338,7 @@ def after_page(
         if _split_column_again(window) and tail >= len(seconds) * CROWD_SHARE:
             one = Window(window.column, last, last + 1)
             if probes.count(one.filter()) >= full:
-                out = crowded(probes, window, last, page=page, pieces=pieces)
+                keep, out = _crowded(probes, window, last, created, keep, page=page, pieces=pieces)
                 start = last + 1
         # The pace of the rows after the page's first second (a crowded first second, rows of
         # a bulk update, says nothing about the seconds after it).
@@ -276,5 +354,6 @@ def after_page(
         page=page,
         most=pieces,
         within=window.within,
+        near=NEAR * pieces,
     )
     return keep, out

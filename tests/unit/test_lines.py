@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tap_dynamics.lines import Lines
-from tap_dynamics.pages import _links, column_of, first_rows, links_of
+from tap_dynamics.pages import _links, columns_of, first_rows, links_of
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ROWS = [
@@ -169,7 +169,7 @@ def test_a_page_cut_keeps_its_first_rows_as_they_were_sent() -> None:
             "@odata.nextLink": "https://x/next",
         }
     )
-    rows, values = column_of(page, "modifiedon")
+    rows, (values,) = columns_of(page, "modifiedon")
     assert values == ["2024-01-01T00:00:01Z", None, None]
     cut = orjson.loads(first_rows(rows, 2))
     assert cut == {"value": orjson.loads(page)["value"][:2]}  # no next link: the chain ends

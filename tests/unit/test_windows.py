@@ -71,6 +71,7 @@ class Table:
         self.rows = rows
         self.counts = 0
         self.edges = 0
+        self.served = 0
         self._sorted_for = -1
         self._timed: list[Row] = []
         self._times: list[int] = []
@@ -106,11 +107,14 @@ class Table:
         return self.counts + self.edges
 
 
-def _ordered(table: Table, w: Window) -> list[Row]:
-    """The rows of a window in its order (as its chain of pages gives them)."""
+def _ordered(table: Table, w: Window, by_created: bool = False) -> list[Row]:
+    """The rows of a window in its order (as its chain of pages gives them; ``by_created``:
+    ordered by createdon within a second, as the tap asks when createdon is selected)."""
     rows = table.match(w.filter())
     cols = [w.within[0]] if w.within else []
     cols.append(w.column)
+    if by_created and "createdon" not in cols:
+        cols.append("createdon")
     rows.sort(
         key=lambda r: (*[(getattr(r, c) is not None, getattr(r, c) or 0) for c in cols], r.key)
     )
@@ -123,11 +127,13 @@ def _read(
     page: int = 500,
     pieces: int = 4,
     scout: int | None = None,
+    by_created: bool = False,
 ) -> tuple[list[Row], int]:
     """Read the windows as the reader does, window after window: a window's first page (of
     ``scout`` rows for the windows given, when set), and when it holds more rows, what
     :func:`after_page` decides (the page cut, the rest of the window read as the windows it gives,
-    in place), or the rest of the chain. Returns the rows and the page requests."""
+    in place), or the rest of the chain. Returns the rows and the page requests; ``table.served``
+    counts the rows the pages held."""
     out: list[Row] = []
     requests = 0
     todo = list(windows)
@@ -136,13 +142,15 @@ def _read(
     while i < len(todo):
         w = todo[i]
         i += 1
-        rows = _ordered(table, w)
+        rows = _ordered(table, w, by_created)
         requests += 1
         size = scout if scout and id(w) in first_ones else page
         first = rows[:size]
+        table.served += len(first)
         if len(rows) > size:
             seconds = [getattr(r, w.column) for r in first]
-            cut = after_page(table, w, seconds, page=page, pieces=pieces)
+            created = [r.createdon for r in first] if by_created and w.within is None else None
+            cut = after_page(table, w, seconds, page=page, pieces=pieces, created=created)
             if cut is not None:
                 keep, rest = cut
                 assert keep < len(first) or rest
@@ -150,6 +158,7 @@ def _read(
                 todo[i:i] = rest
                 continue
             requests += (len(rows) - size - 1) // page + 1
+            table.served += len(rows) - size
         out += rows
     return out, requests
 
@@ -246,6 +255,36 @@ def test_the_split_of_a_crowded_second_reaches_its_edges() -> None:
     assert not [x for x in after if x.within is not None]
 
 
+def test_a_page_ordered_by_createdon_keeps_its_rows_of_a_crowded_second() -> None:
+    second = T0 + 100 * DAY
+    table = Table(_with_bulk(400, {second: 3000}))
+    w = Window("modifiedon", second - 5 * DAY, second + 5 * DAY)
+    page = _ordered(table, w, by_created=True)[:500]
+    seconds = [_mod(r) for r in page]
+    created = [r.createdon for r in page]
+    before = seconds.index(second)
+    cut = after_page(table, w, seconds, page=500, pieces=4, created=created)
+    assert cut is not None
+    keep, rest = cut
+    reached = created[-1]
+    assert reached is not None
+    # The page's rows of the second are kept up to its last createdon second...
+    assert keep == before + created[before:].index(reached)
+    # ...and the rest of the second is read from that createdon second on (one edge probe).
+    inner = [x for x in rest if x.within == ("modifiedon", second)]
+    assert inner[0].column == "createdon" and inner[0].lo == reached
+    assert not inner[0].with_nulls and inner[-1].hi is None
+    assert rest[len(inner)].lo == second + 1 and rest[-1].hi == w.hi
+    assert (table.counts, table.edges) == (1, 1)
+    # Read through, every row comes once, in order, and the second's rows are not read twice.
+    again = Table(_with_bulk(400, {second: 3000}))
+    got, _ = _read(again, _first(again), by_created=True)
+    _assert_all_once_in_order(again, got)
+    plain = Table(_with_bulk(400, {second: 3000}))
+    _read(plain, _first(plain))
+    assert again.served < plain.served - 250
+
+
 def test_a_createdon_second_too_big_is_read_as_one_chain() -> None:
     second = T0 + 50 * DAY
     rows = _uniform(1000) + [Row(1000 + i, second, second - 5) for i in range(1200)]
@@ -295,14 +334,16 @@ def test_nothing_to_cut_gives_one_open_window() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("scout", [False, True])
-def test_random_tables_with_bulk_seconds(seed: int, scout: bool) -> None:
+@pytest.mark.parametrize("by_created", [False, True])
+def test_random_tables_with_bulk_seconds(seed: int, scout: bool, by_created: bool) -> None:
     rng = random.Random(seed)
     bulk = {T0 + rng.randrange(300 * DAY): rng.choice([50, 700, 1800]) for _ in range(3)}
     table = Table(_with_bulk(rng.randrange(500, 4000), bulk, seed))
     page = rng.choice([250, 500, 1000])
     rows = rng.choice([None, len(table.rows), len(table.rows) // 10])
     windows = _first(table, page=page, rows=rows)
-    got, _ = _read(table, windows, page=page, scout=page // 4 if scout else None)
+    scout_rows = page // 4 if scout else None
+    got, _ = _read(table, windows, page=page, scout=scout_rows, by_created=by_created)
     _assert_all_once_in_order(table, got)
 
 
@@ -326,6 +367,23 @@ def test_few_requests_on_a_large_even_table() -> None:
     # 8 pages' worth: windows cut at the average pace, those found big split once at their own
     assert requests <= 16
     assert table.probes <= 4
+
+
+def test_a_burst_of_a_few_seconds_does_not_cut_the_days_after_it_at_its_pace() -> None:
+    # 6,000 rows in three seconds, then 100 rows over ten days: the first page's pace (2,000
+    # rows a second) would cut the rest of the window into 20,000 windows, nearly all empty.
+    burst = [Row(i, T0 + i // 2000, T0 - i) for i in range(6000)]
+    table = Table(burst + [Row(10_000 + i, T0 + 10 * DAY + i * 600, T0) for i in range(100)])
+    w = Window("modifiedon", T0, T0 + 15 * DAY)
+    page = _ordered(table, w)[:5000]
+    cut = after_page(table, w, [_mod(r) for r in page], page=5000, pieces=8)
+    assert cut is not None
+    keep, rest = cut
+    assert keep == 4000 and len(rest) <= 16  # the requests allowed, twice, at most
+    assert rest[0].lo == T0 + 2 and rest[-1].hi == w.hi
+    got, requests = _read(table, [w], page=5000, pieces=8)
+    _assert_all_once_in_order(table, got)
+    assert requests <= 20
 
 
 def test_an_unknown_row_count_splits_by_the_pages_pace() -> None:
