@@ -16,7 +16,8 @@ Bounds:
 - at most ``2 * ceiling + PREFETCH`` pages are held at once (in flight, or waiting to be handed
   over as bytes, weighed by their size against the largest page seen: the small pages of small
   windows do not fill the cap); only the window being handed over may go past it, so the reader
-  never stalls.
+  never stalls. While the consumer is the slower side (it found its last ``capacity`` pages
+  ready), at most :data:`LEAN` are held, as one chain would.
 
 A window may turn out to hold more than a page: ``refine`` looks at its page when it comes with
 a next link and may cut the page and put new windows right after it (in place of the rest of the
@@ -41,6 +42,10 @@ __all__ = ["PREFETCH", "Gate", "Job", "Reader", "Stopped", "chain"]
 
 #: Pages held beyond one per request in flight.
 PREFETCH = 2
+#: Pages held while the consumer is the slower side (it found its last ``capacity`` pages
+#: ready): reading further ahead would only hold more memory, and take the service's time
+#: from other callers. As one chain holds: a page being read and ``PREFETCH`` waiting.
+LEAN = PREFETCH + 1
 #: Seconds the consumer of pages waits after taking one, so that the thread that fetched it can
 #: send the next request before the page's decoding holds the interpreter lock.
 HANDOFF = 0.003
@@ -148,9 +153,12 @@ class Reader:
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self.peak_in_flight = 0
+        self.peak_waiting_bytes = 0  # pages fetched, not yet handed over
         self.page_requests = 0
         self.splits = 0
         self.capacity = 2 * gate.ceiling + PREFETCH
+        self._ready = 0  # pages in a row the consumer found ready
+        self.lean_pages = 0  # pages handed over while the reader held at most LEAN
 
     @property
     def jobs_seen(self) -> int:
@@ -201,6 +209,11 @@ class Reader:
         waiting = self._waiting_bytes / self._page_bytes if self._page_bytes else self._waiting
         return self._held - self._waiting + waiting
 
+    def _cap(self) -> int:
+        """Pages held at most now (lock held): :data:`LEAN` while the consumer is the slower
+        side, else ``capacity``."""
+        return LEAN if self._ready >= self.capacity else self.capacity
+
     def _pick(self) -> Job | None:
         """The earliest job with a request to make, if a request may start now (lock held)."""
         if self._in_flight >= self.gate.limit or (self._probes_waiting and self._probe_may_start()):
@@ -216,7 +229,7 @@ class Reader:
                 continue
             if i == self._head:
                 return job
-            if self._pages_held() >= self.capacity:
+            if self._pages_held() >= self._cap():
                 return None  # later jobs would only hold more pages
             if job.scout and job.requests == 0:
                 return job
@@ -275,6 +288,7 @@ class Reader:
                 job.pages.append(body)
                 self._waiting += 1
                 self._waiting_bytes += len(body)
+                self.peak_waiting_bytes = max(self.peak_waiting_bytes, self._waiting_bytes)
                 self._page_bytes = max(self._page_bytes, len(body))
                 job.requests += 1
                 job.url, job.params = nxt, None  # the next link is used as given
@@ -316,6 +330,7 @@ class Reader:
         try:
             while True:
                 with self._cond:
+                    waited = False
                     while True:
                         if self._error is not None:
                             raise self._error
@@ -327,6 +342,8 @@ class Reader:
                             self._held -= 1
                             self._waiting -= 1
                             self._waiting_bytes -= len(body)
+                            self.lean_pages += self._cap() == LEAN
+                            self._ready = 0 if waited else self._ready + 1
                             self._cond.notify_all()
                             break
                         if job.finished:
@@ -334,6 +351,7 @@ class Reader:
                             self._head += 1
                             self._cond.notify_all()
                             continue
+                        waited = True
                         self._cond.wait()
                 time.sleep(HANDOFF)  # workers woken by the page taken send their requests first
                 yield job.label, body

@@ -269,6 +269,8 @@ def summary(reader: Reader, probes: HttpProbes) -> str:
     return (
         f"in {reader.jobs_seen} windows ({reader.splits} split after their first page): "
         f"{reader.page_requests} page requests and {probes.requests} probes, at most "
-        f"{reader.peak_in_flight} in flight; the limit was {reader.gate.ceiling} (lowest "
-        f"{reader.gate.lowest} after {reader.gate.decreases} throttled periods)"
+        f"{reader.peak_in_flight} in flight and {reader.peak_waiting_bytes / 1e6:.0f} MB of "
+        f"pages waiting ({reader.lean_pages} pages read lean, the writing being slower); the "
+        f"limit was {reader.gate.ceiling} (lowest {reader.gate.lowest} after "
+        f"{reader.gate.decreases} throttled periods)"
     )

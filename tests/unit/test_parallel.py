@@ -10,7 +10,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tap_dynamics.parallel import PREFETCH, Gate, Job, Reader, chain
+from tap_dynamics.parallel import LEAN, PREFETCH, Gate, Job, Reader, chain
 
 
 class Service:
@@ -73,6 +73,20 @@ def test_pages_held_stay_under_the_cap_while_the_consumer_is_slow() -> None:
     # The window being handed over may have one request beyond the cap (the reader never stalls).
     assert max(held) <= reader.capacity + 1
     assert reader.capacity == 2 * 3 + PREFETCH
+
+
+def test_a_consumer_slower_than_the_reads_makes_the_reader_hold_few_pages() -> None:
+    # The consumer takes 10 ms a page, the service answers in at most 4 ms: once the consumer
+    # has found as many pages ready in a row as the cap, the reader holds no more than a chain.
+    service = Service([3] * 30)
+    reader = Reader(_jobs(30), service.fetch, Gate(4, lambda: 0), name="t")
+    held = []
+    for _ in reader.pages():
+        held.append(reader._pages_held())
+        time.sleep(0.01)
+    assert max(held) > LEAN + 1  # it read ahead at first
+    assert max(held[2 * reader.capacity :]) <= LEAN + 1
+    assert reader.lean_pages >= len(held) - 2 * reader.capacity
 
 
 def test_small_pages_count_by_their_bytes_against_the_cap() -> None:
