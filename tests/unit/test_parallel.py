@@ -63,13 +63,19 @@ def test_pages_come_in_window_order_with_at_most_the_limit_in_flight() -> None:
     assert reader.page_requests == sum(pages)
 
 
-def test_pages_held_stay_under_the_cap_while_the_consumer_is_slow() -> None:
-    service = Service([3] * 20)
-    reader = Reader(_jobs(20), service.fetch, Gate(3, lambda: 0), name="t")
+def _held_while_reading(reader: Reader, consumer_seconds: float) -> list[float]:
+    """Pages held each time the consumer took a page, taking ``consumer_seconds`` for each."""
     held = []
     for _ in reader.pages():
         held.append(reader._pages_held())
-        time.sleep(0.002)
+        time.sleep(consumer_seconds)
+    return held
+
+
+def test_pages_held_stay_under_the_cap_while_the_consumer_is_slow() -> None:
+    service = Service([3] * 20)
+    reader = Reader(_jobs(20), service.fetch, Gate(3, lambda: 0), name="t")
+    held = _held_while_reading(reader, 0.002)
     # The window being handed over may have one request beyond the cap (the reader never stalls).
     assert max(held) <= reader.capacity + 1
     assert reader.capacity == 2 * 3 + PREFETCH
@@ -80,10 +86,7 @@ def test_a_consumer_slower_than_the_reads_makes_the_reader_hold_few_pages() -> N
     # has found as many pages ready in a row as the cap, the reader holds no more than a chain.
     service = Service([3] * 30)
     reader = Reader(_jobs(30), service.fetch, Gate(4, lambda: 0), name="t")
-    held = []
-    for _ in reader.pages():
-        held.append(reader._pages_held())
-        time.sleep(0.01)
+    held = _held_while_reading(reader, 0.01)
     assert max(held) > LEAN + 1  # it read ahead at first
     assert max(held[2 * reader.capacity :]) <= LEAN + 1
     assert reader.lean_pages >= len(held) - 2 * reader.capacity
