@@ -86,9 +86,12 @@ def test_after_a_hold_one_request_goes_first_and_the_others_wait_for_its_answer(
     hold.start(0.0)
     assert hold.enter(_no_sleep) is True  # this thread leads
     entered = threading.Event()
-    others = [
-        threading.Thread(target=lambda: (hold.enter(_no_sleep), entered.set())) for _ in range(3)
-    ]
+
+    def send() -> None:
+        hold.enter(_no_sleep)
+        entered.set()
+
+    others = [threading.Thread(target=send) for _ in range(3)]
     for thread in others:
         thread.start()
     assert not entered.wait(0.2)  # nobody sends while the lead's request is in flight
