@@ -1,0 +1,44 @@
+"""A response's body read in one piece (``dynamics_api.wire.read_body``), over a real urllib3
+response, as the service sends it (gzip when asked). A body cut off before its announced length
+is a network error, retried: tests/integration/test_http.py (the emulator's ``truncate`` fault,
+over a real socket)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import requests
+import urllib3
+
+from dynamics_api.wire import read_body
+
+PAGE = b'{"value":[' + b",".join(b'{"name":"row %d"}' % i for i in range(2000)) + b"]}"
+
+
+def _response(body: bytes, headers: dict[str, str]) -> requests.Response:
+    raw = urllib3.HTTPResponse(
+        body=io.BytesIO(body),
+        headers=headers,
+        status=200,
+        preload_content=False,
+        enforce_content_length=True,
+    )
+    response = requests.Response()
+    response.raw = raw
+    response.status_code = 200
+    response.headers = requests.structures.CaseInsensitiveDict(headers)
+    return response
+
+
+def test_a_body_is_read_whole_and_kept_as_the_content() -> None:
+    response = _response(PAGE, {"Content-Length": str(len(PAGE))})
+    assert read_body(response) == PAGE
+    assert response.content == PAGE  # not read again: the raw stream is spent
+    assert b"".join(response.iter_content(1000)) == PAGE
+
+
+def test_a_gzip_body_comes_decoded() -> None:
+    packed = gzip.compress(PAGE)
+    response = _response(packed, {"Content-Length": str(len(packed)), "Content-Encoding": "gzip"})
+    assert read_body(response) == PAGE
