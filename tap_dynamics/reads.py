@@ -8,9 +8,10 @@ otherwise the stream reads one chain, exactly as it always did. Change tracking 
 chain (the delta link belongs to it).
 
 The windows (:mod:`tap_dynamics.windows`) are cut between the first and the last row (two
-``$top=1`` probes) at the table's average pace, and a window whose first page shows more rows is
-split again there, at the pace that page showed; the reader (:mod:`tap_dynamics.parallel`) reads
-them side by side and hands the pages over in window order.
+``$top=1`` probes, side by side when there is no bookmark) at the table's average pace, and a
+window whose first page shows more rows is split again there, at the pace that page showed; the
+reader (:mod:`tap_dynamics.parallel`) reads them side by side and hands the pages over in window
+order.
 """
 
 from __future__ import annotations
@@ -38,7 +39,18 @@ from tap_dynamics.windows import (
     spread,
 )
 
-__all__ = ["DEFAULT_CEILING", "HttpProbes", "ReadPlan", "choose", "split_column", "summary"]
+A = t.TypeVar("A")
+B = t.TypeVar("B")
+
+__all__ = [
+    "DEFAULT_CEILING",
+    "HttpProbes",
+    "ReadPlan",
+    "choose",
+    "side_by_side",
+    "split_column",
+    "summary",
+]
 
 #: Requests in flight when ``max_parallel_requests`` is not set and the service's hint is
 #: higher: every request in flight holds a page (up to tens of MB) in memory.
@@ -177,6 +189,29 @@ def window_job(window: Window, entity_set: str, *, select: str, keys: t.Sequence
     return Job(entity_set, query, label=window, scout=scout)
 
 
+def side_by_side(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """``(first(), second())``, the first in a thread while the second runs here (two small
+    requests in the time of one); an exception of either is raised here."""
+    done: list[A] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(first())
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="probe", daemon=True)
+    thread.start()
+    try:
+        other = second()
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+    return done[0], other
+
+
 def first_windows(
     probes: HttpProbes,
     column: str,
@@ -189,11 +224,16 @@ def first_windows(
     """The windows a read starts with: between the first row (or the bookmark) and the last, at
     the pace of ``rows`` rows (``most`` windows when unknown), then one open window for the rows
     written since; the first also holds the rows without a value when there is no bookmark."""
-    lo = epoch(start) if start else None
-    if lo is None:
-        first = probes.edge(column, None, last=False)
+    lo: int | None
+    if start:
+        lo = epoch(start)
+        last = probes.edge(column, f"{column} ge {literal(lo)}", last=True)
+    else:  # the first and the last row, side by side
+        first, last = side_by_side(
+            lambda: probes.edge(column, None, last=False),
+            lambda: probes.edge(column, None, last=True),
+        )
         lo = epoch(first) if first else None
-    last = probes.edge(column, f"{column} ge {literal(lo)}" if lo is not None else None, last=True)
     if lo is None or last is None:  # nothing (left) to cut: one open window
         return [Window(column, lo if start else None, None, with_nulls=not start)]
     hi = max(lo, epoch(last)) + 1

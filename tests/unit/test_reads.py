@@ -1,10 +1,13 @@
-"""How many requests a read keeps in flight: the service's hint per web server seen, capped."""
+"""How many requests a read keeps in flight (the service's hint per web server seen, capped), and
+the opening probes sent side by side."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from tap_dynamics.reads import DEFAULT_CEILING, HttpProbes, server_of
+from tap_dynamics.reads import DEFAULT_CEILING, HttpProbes, server_of, side_by_side
 
 
 def _probes(hint: int | None, servers: int) -> HttpProbes:
@@ -35,3 +38,29 @@ def test_server_of_reads_the_affinity_cookie() -> None:
 )
 def test_ceiling(hint: int | None, servers: int, setting: int | None, expected: int) -> None:
     assert _probes(hint, servers).ceiling(setting) == expected
+
+
+def test_side_by_side_gives_both_answers_and_runs_them_at_once() -> None:
+    both = threading.Barrier(2, timeout=5)  # each waits for the other: fails if run in turn
+
+    def first() -> str:
+        both.wait()
+        return "first"
+
+    def second() -> int:
+        both.wait()
+        return 2
+
+    assert side_by_side(first, second) == ("first", 2)
+
+
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_side_by_side_raises_what_either_raised(failing: str) -> None:
+    def fail() -> str:
+        raise ValueError(failing)
+
+    def ok() -> str:
+        return "ok"
+
+    with pytest.raises(ValueError, match=failing):
+        side_by_side(fail if failing == "first" else ok, fail if failing == "second" else ok)
