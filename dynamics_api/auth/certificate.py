@@ -11,9 +11,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-
 from dynamics_api.errors import ConfigError
 
 __all__ = ["ClientCertificate"]
@@ -52,6 +49,11 @@ class ClientCertificate:
             ConfigError: unreadable file, no or encrypted private key, no certificate and no
                 thumbprint, a malformed thumbprint, or one that does not match the certificate.
         """
+        # Imported here: only a certificate sign-in needs them, and they take 45 ms to import,
+        # at every start of the tap and the target.
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
         shown = str(Path(path).expanduser())
         try:
             text = Path(path).expanduser().read_text(encoding="ascii", errors="replace")

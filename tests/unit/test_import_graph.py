@@ -5,12 +5,16 @@
 - ``dynamics_api`` knows nothing of singer-sdk (it is a plain Dataverse client);
 - the emulator and the connectors share no code (the emulator is an independent implementation
   of the service, so a client bug cannot hide behind the same emulator bug; and users of the
-  connectors never install it). Tests may use both.
+  connectors never install it). Tests may use both;
+- starting the tap or the target imports no certificate code (``cryptography``): only a
+  certificate sign-in needs it.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +79,12 @@ def test_the_reader_sees_imports_inside_functions(tmp_path: Path) -> None:
         "def f():\n    from target_dynamics.plan import x\n    import singer_sdk.typing\n"
     )
     assert _imports(package, tmp_path) == {"pkg/a.py": {"target_dynamics", "singer_sdk"}}
+
+
+@pytest.mark.parametrize("module", ["tap_dynamics.tap", "target_dynamics.target"])
+def test_starting_a_connector_does_not_import_the_certificate_code(module: str) -> None:
+    # cryptography's x509 takes about 45 ms to import, at every start of the tap and the target;
+    # only a certificate sign-in needs it (dynamics_api/auth/certificate.py imports it then).
+    code = f"import sys, {module}; print('cryptography' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
