@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import typing as t
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -192,24 +193,10 @@ def window_job(window: Window, entity_set: str, *, select: str, keys: t.Sequence
 def side_by_side(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     """``(first(), second())``, the first in a thread while the second runs here (two small
     requests in the time of one); an exception of either is raised here."""
-    done: list[A] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            done.append(first())
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, name="probe", daemon=True)
-    thread.start()
-    try:
+    with ThreadPoolExecutor(1, thread_name_prefix="probe") as pool:
+        early = pool.submit(first)
         other = second()
-    finally:
-        thread.join()
-    if failed:
-        raise failed[0]
-    return done[0], other
+        return early.result(), other
 
 
 def first_windows(
