@@ -83,13 +83,15 @@ def _record(matrix: FaultMatrix, case: str, faults: int, result: tuple[int, int,
 def test_parallel_read_through_a_429_storm(
     fresh: Env, tmp_path: Path, fault_matrix: FaultMatrix
 ) -> None:
-    # A budget of 20 requests per 250 modelled seconds (0.5 s real) and 2 at a time, while the
-    # service recommends 4: many requests are answered 429 with a Retry-After; the tap waits it
-    # out (every thread of the client), halves its requests in flight, and reads every row once.
+    # A budget of 6 requests per 250 modelled seconds (0.5 s real) and 2 at a time, while the
+    # service recommends 4: the read needs about 40 requests, so whatever the machine's pace, most
+    # windows of 0.5 s see a 429 with a Retry-After; the tap waits it out (every thread of the
+    # client), halves its requests in flight, and reads every row once. (With 20 requests per
+    # window, the storm depended on how fast the machine sent them: 4 to 11 429s.)
     emu = fresh.emu
     emu.protection.use(
         ServiceLimits(
-            max_requests=20, max_execution_seconds=None, max_concurrent=2, window_seconds=250
+            max_requests=6, max_execution_seconds=None, max_concurrent=2, window_seconds=250
         )
     )
     run = run_tap(
@@ -100,9 +102,12 @@ def test_parallel_read_through_a_429_storm(
     assert counters["throttled"] >= 5
     assert "throttled periods" in run.stderr and "(lowest 4 " not in run.stderr
     # Retry-After is honoured: a request sent before its wait ended is a violation. The only
-    # ones possible are requests already on the wire when the 429 came back (the client holds
-    # every thread from the moment it reads a 429, not from the moment the service sent it).
-    assert counters["retry_after_violations"] <= counters["throttled"] // 2
+    # ones possible are those another thread sent between the 429 leaving the service and the
+    # client reading it (1 to 6 ms here): at most one per other request slot (3 of the 4) for
+    # each 429 that was not itself a violation. A client that ignored Retry-After would send its
+    # retry into the block each time, a violation for nearly every 429.
+    throttled, violations = counters["throttled"], counters["retry_after_violations"]
+    assert violations <= 3 * (throttled - violations)
 
 
 def _window_page(entry: LogEntry) -> bool:
