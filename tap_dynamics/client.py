@@ -293,6 +293,7 @@ class DynamicsStream(Stream):
                 self._fetch_page, self.entity_set, self.build_first_query(context), name=self.name
             ):
                 yield body
+                del body  # a page (tens of MB) is not kept while the next one is awaited
             return
         self.logger.info(
             "Reading '%s' in windows of %s side by side, %s.",
@@ -405,13 +406,15 @@ class DynamicsStream(Stream):
                 if not page.records:
                     continue
                 writer.write_lines(page.data)
+                records, first, last = page.records, page.first, page.last
+                del page  # its lines are written: not kept while the next page is awaited
                 self.state_manager.is_flushed = False
                 if rk:
                     # The SDK checks that a sorted stream never goes back: first, then last.
-                    self._increment_stream_state({rk: page.first}, context=None)
-                    self._increment_stream_state({rk: page.last}, context=None)
-                counter.increment(page.records)
-                since_state += page.records
+                    self._increment_stream_state({rk: first}, context=None)
+                    self._increment_stream_state({rk: last}, context=None)
+                counter.increment(records)
+                since_state += records
                 if since_state >= self.STATE_MSG_FREQUENCY:
                     self._write_state_message()
                     since_state = 0
@@ -433,6 +436,7 @@ class DynamicsStream(Stream):
             elif self.progress is not None:
                 self.progress.page(page.records)
             yield page
+            del body, page  # neither the page nor its lines are kept while the next is awaited
 
     def _clean(
         self, pages: Iterable[tuple[list[dict[str, t.Any]], str | None]]

@@ -298,6 +298,9 @@ class Reader:
                     at = next(i for i in range(self._head, len(self._jobs)) if self._jobs[i] is job)
                     self._jobs[at + 1 : at + 1] = more
                 self._cond.notify_all()
+            # The page is the consumer's now: a worker waiting for its next request must not
+            # keep it alive after the consumer is done with it.
+            del body, more
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -355,6 +358,7 @@ class Reader:
                         self._cond.wait()
                 time.sleep(HANDOFF)  # workers woken by the page taken send their requests first
                 yield job.label, body
+                del body  # not kept while waiting for the next page
         finally:
             self.close()
 
@@ -382,6 +386,7 @@ def chain(
             while nxt and not stop.is_set():
                 body, nxt, delta = fetch(nxt, p)
                 results.put(("page", (body, delta)))
+                del body  # not kept during the next request
                 p = None  # the next link is used as given
             results.put(("done", None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
@@ -397,6 +402,7 @@ def chain(
                 # for the page (decoding holds it for tens of ms at a time).
                 time.sleep(HANDOFF)
                 yield item
+                del item  # not kept while waiting for the next page
             elif kind == "done":
                 return
             else:

@@ -286,6 +286,7 @@ def parallel_bodies(
     try:
         for _, body in reader.pages():
             yield body
+            del body  # a page (tens of MB) is not kept while the next one is awaited
     finally:
         probes.slot = nullcontext
         report(reader, probes)

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Generator, Iterator
 
 import pytest
@@ -222,3 +223,59 @@ def test_chain_follows_the_links_and_prefetches() -> None:
     got = list(chain(fetch, "/0", "q", name="c"))
     assert got == [(b"0", None), (b"1", None), (b"2", None), (b"3", None), (b"4", "delta")]
     assert calls[0] == ("/0", "q") and all(p is None for _, p in calls[1:])
+
+
+class _Body:
+    """A page as the reader sees it (it only asks its length), that a weak reference can
+    watch: bytes cannot be weakly referenced."""
+
+    def __len__(self) -> int:
+        return 10
+
+
+def _let_go(ref: weakref.ref[_Body]) -> bool:
+    """Whether the page was freed, waiting up to 5 s for the thread that should let it go."""
+    for _ in range(500):
+        if ref() is None:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _second_page_held_back() -> tuple[t.Callable[[str, str | None], t.Any], list[t.Any], t.Any]:
+    """A fetch whose first page comes at once and whose second waits for ``release``."""
+    made: list[weakref.ref[_Body]] = []
+    second_asked, release = threading.Event(), threading.Event()
+
+    def fetch(url: str, params: str | None) -> tuple[_Body, str | None]:
+        if url == "/1":
+            second_asked.set()
+            release.wait(30)  # longer than _let_go waits: released by the test
+        body = _Body()
+        made.append(weakref.ref(body))
+        return body, "/1" if url == "/0" else None
+
+    return fetch, made, (second_asked, release)
+
+
+@pytest.mark.parametrize("how", ["windows", "chain"])
+def test_a_page_is_let_go_once_the_consumer_is_done_with_it(how: str) -> None:
+    # A page is tens of MB: once the consumer has written it, nothing may keep it alive while
+    # the next one is awaited (neither the thread that fetched it, now sending the next request,
+    # nor the generator that handed it over, now waiting).
+    fetch, made, (second_asked, release) = _second_page_held_back()
+    pages: Iterator[tuple[t.Any, t.Any]]
+    if how == "windows":
+        jobs = [Job("/0", None, label=0)]  # one window of two pages
+        pages = Reader(jobs, fetch, Gate(1, lambda: 0), name="t").pages()
+    else:
+        pages = chain(lambda u, p: (*fetch(u, p), None), "/0", None, name="c")
+    next(pages)  # taken and written at once
+    waiting = threading.Thread(target=lambda: next(pages, None))
+    waiting.start()  # the consumer, waiting for the second page
+    try:
+        assert second_asked.wait(5)
+        assert _let_go(made[0]), "the first page is still kept alive"
+    finally:
+        release.set()
+        waiting.join(5)
