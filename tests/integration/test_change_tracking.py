@@ -57,6 +57,12 @@ def test_expired_token_re_extracts_with_a_warning(fresh_emulator: Emulator, tmp_
     assert (
         after["bookmarks"]["account"]["delta_link"] != before["bookmarks"]["account"]["delta_link"]
     )
+    # The new link is a good one: the next run reads the changes since, not the table again.
+    emu.update_rows("account", emu.row_ids("account", 1), {"name": "Changed"})
+    third = run_tap(emu, tmp_path / "3", catalog=cat, config=CT, state=after)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "has expired" not in third.stderr
+    assert [r["name"] for r in third.records("account")] == ["Changed"]
 
 
 def test_table_without_change_tracking_falls_back_to_modifiedon(
