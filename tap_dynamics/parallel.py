@@ -1,10 +1,12 @@
 """Reading windows side by side, and handing their pages over in order.
 
-:class:`Reader` runs a fixed set of worker threads. Each window is read by its own
-``@odata.nextLink`` chain (the links are followed as given, one request at a time per chain);
-workers always take the earliest window that has a request to make, so pages arrive roughly in
-the order they are handed over. :meth:`Reader.pages` yields every page of window 0, then of
-window 1, and so on: records leave in the windows' order, whatever the order the answers came in.
+:class:`Reader` runs a fixed set of worker threads (the requests allowed in flight, and
+:data:`SPARE` more, which send requests while others look at their pages). Each window is read
+by its own ``@odata.nextLink`` chain (the links are followed as given, one request at a time per
+chain); workers always take the earliest window that has a request to make, so pages arrive
+roughly in the order they are handed over. :meth:`Reader.pages` yields every page of window 0,
+then of window 1, and so on: records leave in the windows' order, whatever the order the answers
+came in.
 
 Bounds:
 
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 
 from dynamics_api.retry import Concurrency
 
-__all__ = ["PREFETCH", "Gate", "Job", "Reader", "Stopped", "chain"]
+__all__ = ["PREFETCH", "SPARE", "Gate", "Job", "Reader", "Stopped", "chain"]
 
 #: Pages held beyond one per request in flight.
 PREFETCH = 2
@@ -46,6 +48,10 @@ PREFETCH = 2
 #: ready): reading further ahead would only hold more memory, and take the service's time
 #: from other callers. As one chain holds: a page being read and ``PREFETCH`` waiting.
 LEAN = PREFETCH + 1
+#: Fetching threads beyond the requests allowed in flight: a thread looking at its page (finding
+#: where to split the window, asking the service about a crowded second) has given its request
+#: slot back, and a spare thread sends the next request in it meanwhile.
+SPARE = 2
 #: Seconds the consumer of pages waits after taking one, so that the thread that fetched it can
 #: send the next request before the page's decoding holds the interpreter lock.
 HANDOFF = 0.003
@@ -310,7 +316,7 @@ class Reader:
             self._cond.notify_all()
 
     def start(self) -> None:
-        for i in range(self.gate.ceiling):
+        for i in range(self.gate.ceiling + SPARE):
             self._threads.append(
                 threading.Thread(target=self._work, name=f"fetch-{self._name}-{i}", daemon=True)
             )

@@ -126,6 +126,38 @@ def test_a_refined_page_is_cut_and_new_jobs_follow_it_in_order() -> None:
     assert "/w0/p1" not in service.calls  # the rest of the cut chain is not read
 
 
+def test_requests_go_on_in_the_slot_of_a_thread_looking_at_its_page() -> None:
+    # Window 0's first page is looked at (refine) while the other windows' requests hang: with
+    # two requests allowed, two of them are in flight meanwhile, the second sent by a thread
+    # beyond the two (the thread in refine gave its slot back; with no thread to spare, the slot
+    # stays idle until refine ends).
+    service = Service([2] + [1] * 4)
+    looked_at = threading.Event()
+    go = threading.Event()
+    both: list[bool] = []
+
+    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+        if not url.startswith("/w0"):
+            assert go.wait(10)
+        return service.fetch(url, params)
+
+    def refine(job: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+        if job.label == 0:
+            looked_at.set()
+            deadline = time.monotonic() + 2
+            while reader._in_flight < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            both.append(reader._in_flight == 2)
+            go.set()
+        return None
+
+    reader = Reader(_jobs(5), fetch, Gate(2, lambda: 0), name="t", refine=refine)
+    got = [label for label, _ in reader.pages()]
+    assert got == [0, 0, 1, 2, 3, 4]
+    assert both == [True]
+    assert service.peak <= 2
+
+
 def test_the_first_error_stops_the_read_and_reaches_the_consumer() -> None:
     service = Service([2] * 30, fail_at="/w7/p1")
     reader = Reader(_jobs(30), service.fetch, Gate(4, lambda: 0), name="t")
