@@ -278,6 +278,7 @@ class DynamicsStream(Stream):
         setting = self.config.get("max_parallel_requests")
         decided = ReadPlan(False, "the table has no single-column key")
         probes = None
+        total = self.progress.total if self.progress is not None and start is None else None
         if key is not None:
             probes = HttpProbes(self.client, self.entity_set, key, self.name)
             decided = choose(
@@ -286,6 +287,7 @@ class DynamicsStream(Stream):
                 start=start,
                 page=self._page_size,
                 max_parallel=int(setting) if setting else None,
+                total=total,
             )
         if not decided.parallel or probes is None:
             self.logger.info("Reading '%s' as one chain of pages: %s.", self.name, decided.reason)
@@ -306,9 +308,7 @@ class DynamicsStream(Stream):
             decided,
             start=start,
             page=self._page_size,
-            expected_rows=self.progress.total
-            if self.progress is not None and start is None
-            else None,
+            expected_rows=total,
             select=",".join(self.source_columns()),
             keys=self.primary_keys,
             fetch=lambda url, p: self._fetch_page(url, p)[:2],

@@ -24,7 +24,7 @@ Bounds:
 A window may turn out to hold more than a page: ``refine`` looks at its page when it comes with
 a next link and may cut the page and put new windows right after it (in place of the rest of the
 chain). The probes ``refine`` makes take a slot (:meth:`Reader.slot`) before any page request
-waiting for one, at most a quarter of the slots (at least one) at a time.
+waiting for one, at most a quarter of the slots (at least two) at a time.
 """
 
 from __future__ import annotations
@@ -174,9 +174,9 @@ class Reader:
     # -- refine's requests ------------------------------------------------------------------
 
     def _probe_cap(self) -> int:
-        """Probes in flight at most: a quarter of the limit (at least one), so that they do not
-        take every slot from the pages."""
-        return max(1, self.gate.limit // 4)
+        """Probes in flight at most: a quarter of the limit (at least two: a crowded second's
+        two questions go together), so that they do not take every slot from the pages."""
+        return max(2, self.gate.limit // 4)
 
     def _probe_may_start(self) -> bool:
         return self._in_flight < self.gate.limit and self._probes_in_flight < self._probe_cap()

@@ -3,9 +3,11 @@
 A stream reads side by side when it has an ordered column to split on (``modifiedon`` for an
 incremental stream, ``createdon`` for a full-table one), the service recommends more than one
 request at a time (``x-ms-dop-hint``, capped by ``max_parallel_requests``) and the rows to read
-are more than a page. The first ``$count`` answers the last two questions in one small request;
-otherwise the stream reads one chain, exactly as it always did. Change tracking always reads one
-chain (the delta link belongs to it).
+are more than a page. The first ``$count`` answers the last two questions in one small request
+(when the whole table is read and its row count is already known to be more than a page, the
+table's first and last rows, which the windows need anyway, are asked for instead, side by
+side); otherwise the stream reads one chain, exactly as it always did. Change tracking always
+reads one chain (the delta link belongs to it).
 
 The windows (:mod:`tap_dynamics.windows`) are cut between the first and the last row (two
 ``$top=1`` probes, side by side when there is no bookmark) at the table's average pace, and a
@@ -141,10 +143,16 @@ class HttpProbes:
         values = rows.get("value") or []
         return str(values[0][column]) if values and values[0].get(column) else None
 
+    def crowd(self, flt: str) -> tuple[int, str | None]:
+        return side_by_side(
+            lambda: self.count(flt), lambda: self.edge(SECOND_COLUMN, flt, last=True)
+        )
+
 
 @dataclass
 class ReadPlan:
-    """What :func:`choose` decided for one stream read."""
+    """What :func:`choose` decided for one stream read (``edges``: the table's first and last
+    values of ``column``, when they were asked for to decide)."""
 
     parallel: bool
     reason: str
@@ -152,6 +160,7 @@ class ReadPlan:
     column: str | None = None
     rows_at_least: int | None = None
     max_parallel: int | None = None
+    edges: tuple[str | None, str | None] | None = None
 
 
 def choose(
@@ -161,15 +170,26 @@ def choose(
     start: str | None,
     page: int,
     max_parallel: int | None,
+    total: int | None = None,
 ) -> ReadPlan:
     """Read one chain or windows side by side (one ``$count`` probe decides, unless settings or
-    the table already do)."""
+    the table already do).
+
+    ``total``: the table's row count, when the whole table is read and the count is known
+    (``RetrieveTotalRecordCount``): when it is more than a page, no ``$count`` is asked; the
+    table's first and last rows, which the windows need, are asked for at once instead, and
+    tell the service's hint as well."""
     if column is None:
         return ReadPlan(False, "the table has no column to split on")
     if max_parallel == 1:
         return ReadPlan(False, "max_parallel_requests is 1")
-    flt = f"{column} ge {literal(epoch(start))}" if start else ""
-    rows = probes.count(flt)
+    edges = None
+    if start is None and total is not None and total >= page:
+        edges = table_edges(probes, column)
+        rows = total
+    else:
+        flt = f"{column} ge {literal(epoch(start))}" if start else ""
+        rows = probes.count(flt)
     hint = probes.hint
     if hint is None and max_parallel is None:
         return ReadPlan(False, "the service sent no x-ms-dop-hint", rows_at_least=rows)
@@ -179,7 +199,7 @@ def choose(
     if rows < page:
         return ReadPlan(False, "the rows to read fit in one page", ceiling, column, rows)
     reason = f"up to {ceiling} requests at a time"
-    return ReadPlan(True, reason, ceiling, column, rows, max_parallel)
+    return ReadPlan(True, reason, ceiling, column, rows, max_parallel, edges)
 
 
 def window_job(window: Window, entity_set: str, *, select: str, keys: t.Sequence[str]) -> Job:
@@ -199,6 +219,14 @@ def side_by_side(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]
         return early.result(), other
 
 
+def table_edges(probes: HttpProbes, column: str) -> tuple[str | None, str | None]:
+    """The table's first and last values of ``column``, asked side by side."""
+    return side_by_side(
+        lambda: probes.edge(column, None, last=False),
+        lambda: probes.edge(column, None, last=True),
+    )
+
+
 def first_windows(
     probes: HttpProbes,
     column: str,
@@ -207,19 +235,18 @@ def first_windows(
     page: int,
     rows: int | None,
     most: int,
+    edges: tuple[str | None, str | None] | None = None,
 ) -> list[Window]:
     """The windows a read starts with: between the first row (or the bookmark) and the last, at
     the pace of ``rows`` rows (``most`` windows when unknown), then one open window for the rows
-    written since; the first also holds the rows without a value when there is no bookmark."""
+    written since; the first also holds the rows without a value when there is no bookmark.
+    ``edges``: the table's first and last values, when already known."""
     lo: int | None
     if start:
         lo = epoch(start)
         last = probes.edge(column, f"{column} ge {literal(lo)}", last=True)
-    else:  # the first and the last row, side by side
-        first, last = side_by_side(
-            lambda: probes.edge(column, None, last=False),
-            lambda: probes.edge(column, None, last=True),
-        )
+    else:
+        first, last = edges or table_edges(probes, column)
         lo = epoch(first) if first else None
     if lo is None or last is None:  # nothing (left) to cut: one open window
         return [Window(column, lo if start else None, None, with_nulls=not start)]
@@ -249,7 +276,13 @@ def parallel_bodies(
     known = decided.rows_at_least if (decided.rows_at_least or 0) < COUNT_CAP else None
     rows = expected_rows or known
     windows = first_windows(
-        probes, column, start=start, page=page, rows=rows, most=2 * decided.ceiling
+        probes,
+        column,
+        start=start,
+        page=page,
+        rows=rows,
+        most=2 * decided.ceiling,
+        edges=decided.edges,
     )
     # The edge probes may have met more web servers than the first one did.
     ceiling = max(decided.ceiling, probes.ceiling(decided.max_parallel))

@@ -156,6 +156,12 @@ class Probes(t.Protocol):
         matching ``flt``; None when there is none."""
         ...
 
+    def crowd(self, flt: str) -> tuple[int, str | None]:
+        """``count(flt)`` and the last ``createdon`` of those rows, asked at the same time (the
+        second answer is of use when the first reaches a page: the second is then split on
+        ``createdon``, up to its last value)."""
+        ...
+
 
 def spread(
     column: str,
@@ -203,15 +209,15 @@ def opened(windows: list[Window], *, nulls_first: bool, open_end: bool) -> list[
     return out
 
 
-def crowded(probes: Probes, window: Window, second: int, *, page: int, pieces: int) -> list[Window]:
+def crowded(
+    probes: Probes, window: Window, second: int, last: str | None, *, page: int, pieces: int
+) -> list[Window]:
     """Windows for the rows of ``second`` of ``window``'s column, which hold at least a page:
-    ``pieces`` windows of ``createdon`` between the second's first and last ``createdon`` (each
-    split again by its first page when it turns out big); one window of that second when the
-    rows have no ``createdon`` to tell them apart."""
+    ``pieces`` windows of ``createdon`` between the second's first and ``last`` ``createdon``
+    (each split again by its first page when it turns out big); one window of that second when
+    the rows have no ``createdon`` to tell them apart."""
     one = Window(window.column, second, second + 1, whole=True)
-    flt = one.filter()
-    first = probes.edge(SECOND_COLUMN, flt, last=False)
-    last = probes.edge(SECOND_COLUMN, flt, last=True)
+    first = probes.edge(SECOND_COLUMN, one.filter(), last=False)
     if first is None or last is None or epoch(first) == epoch(last):
         return [one]
     inner = (window.column, second)
@@ -223,27 +229,27 @@ def crowded(probes: Probes, window: Window, second: int, *, page: int, pieces: i
 
 
 def crowded_rest(
-    probes: Probes,
     window: Window,
     second: int,
     created: Sequence[int | None],
+    last: str | None,
     *,
     page: int,
     pieces: int,
 ) -> tuple[int, list[Window]] | None:
     """The rest of a crowded ``second`` whose first rows a page holds, ordered by ``createdon``
-    within the second (``created``: their ``createdon`` seconds, nulls first).
+    within the second (``created``: their ``createdon`` seconds, nulls first; ``last``: the
+    second's last ``createdon``).
 
     Returns:
         ``(keep, windows)``: keep the first ``keep`` of those rows (before the last ``createdon``
-        second they reach) and read the rest of the second as ``windows`` of ``createdon`` (one
-        probe: the second's last ``createdon``); None when the rows reach no ``createdon``.
+        second they reach) and read the rest of the second as ``windows`` of ``createdon``; None
+        when the rows reach no ``createdon``.
     """
     if not created or created[-1] is None:
         return None
     reached = created[-1]
     keep = bisect_left([-1 if c is None else c for c in created], reached)
-    last = probes.edge(SECOND_COLUMN, Window(window.column, second, second + 1).filter(), last=True)
     hi = max(reached, epoch(last) if last else reached) + 1
     inner = (window.column, second)
     # At the pace of the rows the page holds (as many as the requests allowed when they all
@@ -268,17 +274,18 @@ def _crowded(
     second: int,
     created: Sequence[int | None] | None,
     keep: int,
+    last: str | None,
     *,
     page: int,
     pieces: int,
 ) -> tuple[int, list[Window]]:
-    """A crowded ``second`` from row ``keep`` of the page on: its rest when the page's rows of
-    it can be kept (``created``), else all of it again."""
+    """A crowded ``second`` from row ``keep`` of the page on (``last``: its last ``createdon``):
+    its rest when the page's rows of it can be kept (``created``), else all of it again."""
     rest = None
     if created is not None:
-        rest = crowded_rest(probes, window, second, created[keep:], page=page, pieces=pieces)
+        rest = crowded_rest(window, second, created[keep:], last, page=page, pieces=pieces)
     if rest is None:
-        return keep, crowded(probes, window, second, page=page, pieces=pieces)
+        return keep, crowded(probes, window, second, last, page=page, pieces=pieces)
     kept, windows = rest
     return keep + kept, windows
 
@@ -327,8 +334,12 @@ def after_page(
         if not _split_column_again(window):
             return None
         one = Window(window.column, last, last + 1, whole=True)
-        if len(seconds) >= full or probes.count(one.filter()) >= full:
-            keep, out = _crowded(probes, window, last, created, 0, page=page, pieces=pieces)
+        if len(seconds) >= full:  # a full page: no need to count
+            rows_of_last, latest = full, probes.edge(SECOND_COLUMN, one.filter(), last=True)
+        else:
+            rows_of_last, latest = probes.crowd(one.filter())
+        if rows_of_last >= full:
+            keep, out = _crowded(probes, window, last, created, 0, latest, page=page, pieces=pieces)
         else:
             out = [one]
         start = last + 1
@@ -337,8 +348,11 @@ def after_page(
         tail = len(seconds) - keep
         if _split_column_again(window) and tail >= len(seconds) * CROWD_SHARE:
             one = Window(window.column, last, last + 1)
-            if probes.count(one.filter()) >= full:
-                keep, out = _crowded(probes, window, last, created, keep, page=page, pieces=pieces)
+            rows_of_last, latest = probes.crowd(one.filter())
+            if rows_of_last >= full:
+                keep, out = _crowded(
+                    probes, window, last, created, keep, latest, page=page, pieces=pieces
+                )
                 start = last + 1
         # The pace of the rows after the page's first second (a crowded first second, rows of
         # a bulk update, says nothing about the seconds after it).

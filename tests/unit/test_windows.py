@@ -102,6 +102,9 @@ class Table:
         values = [getattr(r, column) for r in self.match(flt) if getattr(r, column) is not None]
         return literal(max(values) if last else min(values)) if values else None
 
+    def crowd(self, flt: str) -> tuple[int, str | None]:
+        return self.count(flt), self.edge("createdon", flt, last=True)
+
     @property
     def probes(self) -> int:
         return self.counts + self.edges
