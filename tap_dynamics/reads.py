@@ -205,8 +205,11 @@ def choose(
 def window_job(window: Window, entity_set: str, *, select: str, keys: t.Sequence[str]) -> Job:
     """A reader job for a window: its first request, ``$select`` and order included."""
     query = build_query(select=select, filter=window.filter() or None, orderby=window.orderby(keys))
-    # A window of time (not one second split on createdon) may hide a crowded second.
-    scout = window.hi is not None and not window.whole and window.within is None
+    # A window of time (not one second split on createdon) may hide a crowded second; the last
+    # piece of a crowded second holds what is left of it, which may be more than a page.
+    scout = (window.within is None and window.hi is not None and not window.whole) or (
+        window.within is not None and window.hi is None
+    )
     return Job(entity_set, query, label=window, scout=scout)
 
 

@@ -158,6 +158,17 @@ def test_requests_go_on_in_the_slot_of_a_thread_looking_at_its_page() -> None:
     assert service.peak <= 2
 
 
+def test_a_scout_among_the_next_jobs_is_read_before_the_jobs_ahead_of_it() -> None:
+    # One request at a time: the window being handed over first, then the scout (its first page
+    # may split it, or show that it holds more than a page), then the others in order.
+    service = Service([1] * 6)
+    jobs = list(_jobs(6))
+    jobs[4].scout = True
+    reader = Reader(jobs, service.fetch, Gate(1, lambda: 0), name="t")
+    assert [label for label, _ in reader.pages()] == [0, 1, 2, 3, 4, 5]
+    assert service.calls == ["/w0", "/w4", "/w1", "/w2", "/w3", "/w5"]
+
+
 def test_the_first_error_stops_the_read_and_reaches_the_consumer() -> None:
     service = Service([2] * 30, fail_at="/w7/p1")
     reader = Reader(_jobs(30), service.fetch, Gate(4, lambda: 0), name="t")

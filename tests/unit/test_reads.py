@@ -9,7 +9,15 @@ import typing as t
 
 import pytest
 
-from tap_dynamics.reads import DEFAULT_CEILING, HttpProbes, choose, server_of, side_by_side
+from tap_dynamics.reads import (
+    DEFAULT_CEILING,
+    HttpProbes,
+    choose,
+    server_of,
+    side_by_side,
+    window_job,
+)
+from tap_dynamics.windows import Window
 
 
 def _probes(hint: int | None, servers: int) -> HttpProbes:
@@ -132,3 +140,15 @@ def test_a_bookmark_or_a_small_or_unknown_table_is_counted_first(
     )
     assert len(service.queries) == 1 and "$count=true" in service.queries[0]
     assert plan.edges is None and not plan.parallel  # 7 rows: one chain
+
+
+def test_windows_that_may_turn_out_big_are_scouts() -> None:
+    def scout(window: Window) -> bool:
+        return window_job(window, "accounts", select="accountid", keys=["accountid"]).scout
+
+    second = ("modifiedon", 1_800_000_000)
+    assert scout(Window("modifiedon", 1_700_000_000, 1_700_086_400))  # may hide a crowded second
+    assert not scout(Window("modifiedon", 1_700_000_000, None))  # rows written since the plan
+    assert not scout(Window("createdon", 1_600_000_000, 1_600_086_400, within=second))
+    # The last piece of a crowded second holds what is left of it: maybe more than a page.
+    assert scout(Window("createdon", 1_600_000_000, None, within=second))
