@@ -348,12 +348,23 @@ def after_page(
         tail = len(seconds) - keep
         if _split_column_again(window) and tail >= len(seconds) * CROWD_SHARE:
             one = Window(window.column, last, last + 1)
-            rows_of_last, latest = probes.crowd(one.filter())
-            if rows_of_last >= full:
-                keep, out = _crowded(
-                    probes, window, last, created, keep, latest, page=page, pieces=pieces
-                )
+            rest = None
+            if created is not None:
+                # Ordered by createdon within the second: whether the second holds more than a
+                # page or not, the page's rows of it are kept and only the rest of it is read
+                # (rather than all of it again by the windows after the page).
+                latest = probes.edge(SECOND_COLUMN, one.filter(), last=True)
+                rest = crowded_rest(window, last, created[keep:], latest, page=page, pieces=pieces)
+            if rest is not None:
+                keep, out = keep + rest[0], rest[1]
                 start = last + 1
+            else:
+                rows_of_last, latest = probes.crowd(one.filter())
+                if rows_of_last >= full:
+                    keep, out = _crowded(
+                        probes, window, last, created, keep, latest, page=page, pieces=pieces
+                    )
+                    start = last + 1
         # The pace of the rows after the page's first second (a crowded first second, rows of
         # a bulk update, says nothing about the seconds after it).
         first = values[0] if values else last

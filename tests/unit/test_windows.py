@@ -278,7 +278,7 @@ def test_a_page_ordered_by_createdon_keeps_its_rows_of_a_crowded_second() -> Non
     assert inner[0].column == "createdon" and inner[0].lo == reached
     assert not inner[0].with_nulls and inner[-1].hi is None
     assert rest[len(inner)].lo == second + 1 and rest[-1].hi == w.hi
-    assert (table.counts, table.edges) == (1, 1)
+    assert (table.counts, table.edges) == (0, 1)  # no count: the rows of it are kept anyway
     # Read through, every row comes once, in order, and the second's rows are not read twice.
     again = Table(_with_bulk(400, {second: 3000}))
     got, _ = _read(again, _first(again), by_created=True)
@@ -286,6 +286,32 @@ def test_a_page_ordered_by_createdon_keeps_its_rows_of_a_crowded_second() -> Non
     plain = Table(_with_bulk(400, {second: 3000}))
     _read(plain, _first(plain))
     assert again.served < plain.served - 250
+
+
+def test_a_page_ordered_by_createdon_keeps_its_rows_of_a_busy_second_under_a_page() -> None:
+    # 300 rows share one second, less than a page: a page ending in 200 of them keeps them,
+    # and one window reads the other 100 (they are not read again with the windows after).
+    second = T0 + 100 * DAY
+    table = Table(_with_bulk(3000, {second: 300}))
+    everything = _ordered(table, Window("modifiedon", T0, second + 5 * DAY), by_created=True)
+    lo = _mod(everything[[_mod(r) for r in everything].index(second) - 300])
+    w = Window("modifiedon", lo, second + 5 * DAY)
+    rows = _ordered(table, w, by_created=True)
+    at = [_mod(r) for r in rows].index(second)
+    page = rows[:500]  # a full page, its last 200 or so rows of that second
+    assert at >= 300 and _mod(page[-1]) == second
+    seconds = [_mod(r) for r in page]
+    created = [r.createdon for r in page]
+    cut = after_page(table, w, seconds, page=500, pieces=4, created=created)
+    assert cut is not None
+    keep, rest = cut
+    assert keep > 490  # the page's rows of the second, but its last createdon second's
+    inner = [x for x in rest if x.within == ("modifiedon", second)]
+    assert len(inner) == 1 and inner[0].hi is None  # the rest of the second: one window
+    assert rest[1].lo == second + 1
+    assert (table.counts, table.edges) == (0, 1)
+    read = sum(len(_ordered(table, x, by_created=True)) for x in inner)
+    assert read == 300 - keep + at  # only the rows of the second the page did not keep
 
 
 def test_a_createdon_second_too_big_is_read_as_one_chain() -> None:
