@@ -63,7 +63,10 @@ def test_nonsense_is_one_sentence(argv: tuple[str, ...], says: str) -> None:
 
 def test_the_command_runs_a_real_organisation_and_serves_its_counters(tmp_path: Path) -> None:
     args = ("--rows", "20", "--table", "account", "--time-scale", "0.001", "--web-servers", "2")
-    with EmulatorProcess(tmp_path, *args, "--service-protection", "--max-requests", "2") as emu:
+    # A window of 3,000 modelled seconds is 3 s at this scale: the three requests fall in it
+    # at any pace of the machine (300 s, the default, is 0.3 s).
+    limits = ("--service-protection", "--max-requests", "2", "--window", "3000")
+    with EmulatorProcess(tmp_path, *args, *limits) as emu:
         assert "  cost model       on, time scale 0.001" in emu.banner
         assert emu.info["time_scale"] == 0.001 and emu.info["web_servers"] == 2
         http = emu.session()

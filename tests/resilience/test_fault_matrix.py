@@ -449,8 +449,14 @@ def test_target_token_revoked_mid_run(
 ) -> None:
     emu = small_emulator
     bulk = "Microsoft.Dynamics.CRM.UpsertMultiple"  # write_method auto: accounts in bulk
+    injected = len(emu.faults.injected)
     emu.faults.add(Fault("slow", delay=1.0), times=1, path_contains=bulk)
-    watcher = when_seen(lambda: bool(emu.requests(bulk)), emu.revoke_all_tokens, timeout=120)
+    # Revoke while the slow first write is held (its fault is picked when it arrives): every
+    # later request meets the revoked token. (The write appears in the log only once its answer
+    # is ready, which raced the target's next request on a loaded machine.)
+    watcher = when_seen(
+        lambda: len(emu.faults.injected) > injected, emu.revoke_all_tokens, timeout=120
+    )
     run = run_target(
         emu, tmp_path, target_env.input_text, config=_target_config(max_parallel_batches=1)
     )
