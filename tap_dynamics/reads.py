@@ -300,7 +300,7 @@ def parallel_bodies(
 
     def refine(done: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
         window = t.cast(Window, done.label)
-        if window.hi is None:
+        if window.hi is None and window.edge is None:
             return None
         created: list[int | None] | None = None
         if by_created and window.within is None:

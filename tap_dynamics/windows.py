@@ -20,8 +20,11 @@ A second holding more than a page of rows (a bulk import or update: thousands of
 ``modifiedon``) cannot be split by time: it is split the same way on ``createdon`` (the rows of
 that second, ordered by ``createdon`` and the key); when the windows are ordered by ``createdon``
 within a second (the column is selected), the page that finds such a second keeps its rows of it
-and only the rest is read. A ``createdon`` second that is still too big,
-or a window without an upper bound (the last, open one), is read as one chain.
+and only the rest is read. The last piece of such a second is open (rows
+created since); it knows the second's last ``createdon`` when it was cut (its ``edge``) and is
+split up to there like any other when its first page shows it big. A ``createdon`` second that
+is still too big, or the table's last window (open, for rows written while the run goes on), is
+read as one chain.
 
 The decisions need a few small requests; they go through a small interface (:class:`Probes`),
 so that they are tested without I/O.
@@ -110,6 +113,9 @@ class Window:
         with_nulls: the window also holds the rows whose ``column`` is null (the first window
             of a read: the service sorts nulls first).
         whole: read as one chain, however long (rows no column left can tell apart).
+        edge: of a window without an upper bound, the bound its rows were known to stay under
+            when it was made (the last piece of a crowded second: the second's last
+            ``createdon``); a first page that shows it big splits it up to there.
     """
 
     column: str
@@ -118,6 +124,7 @@ class Window:
     within: tuple[str, int] | None = None
     with_nulls: bool = False
     whole: bool = False
+    edge: int | None = None
 
     def filter(self) -> str:
         """The window's part of ``$filter``."""
@@ -205,7 +212,7 @@ def opened(windows: list[Window], *, nulls_first: bool, open_end: bool) -> list[
         out[0] = Window(w.column, None, w.hi, within=w.within, with_nulls=True)
     if open_end:
         w = out[-1]
-        out[-1] = Window(w.column, w.lo, None, within=w.within, with_nulls=w.with_nulls)
+        out[-1] = Window(w.column, w.lo, None, w.within, w.with_nulls, edge=w.hi)
     return out
 
 
@@ -316,8 +323,17 @@ def after_page(
         ``(keep, windows)``: keep the page's first ``keep`` rows (those before its last second,
         or before the last ``createdon`` second it reaches of a crowded one) and read the rest
         of the window as ``windows``, in order; or None: follow the next link
-        (the window has no upper bound, or its rows share one second of the last column).
+        (the window has no upper bound and no known edge, or its rows share one second of the
+        last column).
     """
+    if window.hi is None and window.edge is not None:
+        # Open, with a known edge (the last piece of a crowded second, cut at a pace that
+        # underestimated it): split up to the edge as if bounded there, the last part open again.
+        bounded = Window(window.column, window.lo, window.edge, window.within, window.with_nulls)
+        cut = after_page(probes, bounded, seconds, page=page, pieces=pieces, created=created)
+        if cut is None or not cut[1]:
+            return None
+        return cut[0], opened(cut[1], nulls_first=False, open_end=True)
     if window.hi is None or window.whole or not seconds or seconds[-1] is None:
         return None
     last = seconds[-1]

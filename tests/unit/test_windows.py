@@ -131,12 +131,13 @@ def _read(
     pieces: int = 4,
     scout: int | None = None,
     by_created: bool = False,
+    chains: list[int] | None = None,
 ) -> tuple[list[Row], int]:
     """Read the windows as the reader does, window after window: a window's first page (of
     ``scout`` rows for the windows given, when set), and when it holds more rows, what
     :func:`after_page` decides (the page cut, the rest of the window read as the windows it gives,
     in place), or the rest of the chain. Returns the rows and the page requests; ``table.served``
-    counts the rows the pages held."""
+    counts the rows the pages held; ``chains`` gets the pages of each window read as a chain."""
     out: list[Row] = []
     requests = 0
     todo = list(windows)
@@ -160,8 +161,11 @@ def _read(
                 out += first[:keep]
                 todo[i:i] = rest
                 continue
-            requests += (len(rows) - size - 1) // page + 1
+            more = (len(rows) - size - 1) // page + 1
+            requests += more
             table.served += len(rows) - size
+            if chains is not None:
+                chains.append(1 + more)
         out += rows
     return out, requests
 
@@ -312,6 +316,56 @@ def test_a_page_ordered_by_createdon_keeps_its_rows_of_a_busy_second_under_a_pag
     assert (table.counts, table.edges) == (0, 1)
     read = sum(len(_ordered(table, x, by_created=True)) for x in inner)
     assert read == 300 - keep + at  # only the rows of the second the page did not keep
+
+
+def _late_crowd(second: int) -> list[Row]:
+    """Rows spread over 300 days, and 4,000 rows of one ``second``: 300 created over 200
+    days, 3,700 in the last two (a page's pace over the first underestimates the rest)."""
+    rows = _uniform(2000, seed=5)
+    for i in range(300):
+        rows.append(Row(10_000 + i, second, second - 200 * DAY + i * 57_600))
+    for i in range(3700):
+        rows.append(Row(20_000 + i, second, second - 2 * DAY + i * 46))
+    return rows
+
+
+def test_the_open_last_piece_of_a_crowded_second_is_split_up_to_its_edge() -> None:
+    second = T0 + 250 * DAY
+    table = Table(_late_crowd(second))
+    inner = ("modifiedon", second)
+    last = second - 2 * DAY + 3699 * 46
+    w = Window("createdon", second - 3 * DAY, None, within=inner, edge=last + 1)
+    page = _ordered(table, w)[:500]
+    created = [r.createdon for r in page]
+    cut = after_page(table, w, created, page=500, pieces=4)
+    assert cut is not None
+    keep, rest = cut
+    assert keep == created.index(created[-1])
+    assert rest[0].lo == created[-1] and all(x.within == inner for x in rest)
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(rest))
+    # Bounded up to the edge, the last part open again (rows created since), its edge kept.
+    assert rest[-1].hi is None and rest[-1].edge == last + 1
+    assert all(x.hi is not None and x.hi <= last + 1 for x in rest[:-1])
+    # Without a known edge, an open window follows its chain.
+    assert (
+        after_page(
+            table, Window("createdon", w.lo, None, within=inner), created, page=500, pieces=4
+        )
+        is None
+    )
+
+
+def test_a_crowded_second_denser_at_its_end_is_not_read_as_one_long_chain() -> None:
+    second = T0 + 250 * DAY
+    table = Table(_late_crowd(second))
+    chains: list[int] = []
+    got, requests = _read(table, _first(table), by_created=True, chains=chains)
+    _assert_all_once_in_order(table, got)
+    # 3,700 rows in the second's last two days, 7.4 pages: cut at the pace of the first page
+    # (300 rows over 200 days), its last piece held nearly all of them, read as one chain.
+    assert max(chains, default=1) <= 2
+    # Split, it costs about the requests of the chain (25 then), and no row is read twice.
+    assert requests <= 30 and table.served <= len(table.rows) + 10
 
 
 def test_a_createdon_second_too_big_is_read_as_one_chain() -> None:
