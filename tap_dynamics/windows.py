@@ -375,7 +375,10 @@ def after_page(
                 keep, out = keep + rest[0], rest[1]
                 start = last + 1
             else:
-                rows_of_last, latest = probes.crowd(one.filter())
+                if created is not None:  # its last createdon is known already
+                    rows_of_last = probes.count(one.filter())
+                else:
+                    rows_of_last, latest = probes.crowd(one.filter())
                 if rows_of_last >= full:
                     keep, out = _crowded(
                         probes, window, last, created, keep, latest, page=page, pieces=pieces

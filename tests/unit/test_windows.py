@@ -318,6 +318,26 @@ def test_a_page_ordered_by_createdon_keeps_its_rows_of_a_busy_second_under_a_pag
     assert read == 300 - keep + at  # only the rows of the second the page did not keep
 
 
+def test_a_busy_second_without_createdon_asks_its_last_createdon_once() -> None:
+    # 300 rows share one second and have no createdon: the page's rows of it cannot be kept by
+    # createdon, so the second is counted; its last createdon, asked first, is not asked again.
+    second = T0 + 100 * DAY
+    before = [Row(i, second - 300 + i, second - DAY) for i in range(300)]
+    after = [Row(1000 + i, second + 1 + i, second - DAY) for i in range(500)]
+    table = Table([*before, *(Row(50_000 + i, second, None) for i in range(300)), *after])
+    w = Window("modifiedon", second - 300, second + DAY)
+    page = _ordered(table, w, by_created=True)[:500]
+    assert _mod(page[-1]) == second and page[-1].createdon is None
+    seconds = [_mod(r) for r in page]
+    created = [r.createdon for r in page]
+    cut = after_page(table, w, seconds, page=500, pieces=4, created=created)
+    assert cut is not None
+    keep, rest = cut
+    assert keep == seconds.index(second)  # the second is read again, after the page
+    assert rest[0].lo == second
+    assert (table.counts, table.edges) == (1, 1)
+
+
 def _late_crowd(second: int) -> list[Row]:
     """Rows spread over 300 days, and 4,000 rows of one ``second``: 300 created over 200
     days, 3,700 in the last two (a page's pace over the first underestimates the rest)."""
