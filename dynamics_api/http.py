@@ -474,22 +474,10 @@ class DataverseClient:
         """Wait before the next attempt after a 429/5xx, or raise when the policy says stop."""
         status = response.status_code
         asked = parse_retry_after(response.headers.get("Retry-After"))
-        policy = self.retry
-        stop = None
-        if policy.too_long(asked):
-            stop = (
-                f"Dataverse asked to wait {asked:.0f} s before retrying, more than "
-                f"max_retry_after ({policy.max_retry_after:.0f} s): run again later, or use "
-                "fewer parallel requests."
-            )
-        elif policy.exhausted(retries, limit):
-            stop = (
-                f"Gave up after {limit} retries: the service is throttling or "
-                "failing; try again later."
-            )
+        stop = self.retry.gives_up(retries, limit, asked)
         if stop is not None:
             raise self._api_error(response, error_body, method, path, entity, hint=stop)
-        wait = policy.delay(retries, asked)
+        wait = self.retry.delay(retries, asked)
         retries += 1
         if status == 429:
             self.stats.add(throttled_waits=1)  # the hold started when the answer came (_send)

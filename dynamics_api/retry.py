@@ -115,6 +115,23 @@ class RetryPolicy:
         """Whether ``retries`` retries already used up the limit (``max_retries`` by default)."""
         return retries >= (self.max_retries if limit is None else limit)
 
+    def gives_up(self, retries: int, limit: int, retry_after: float | None) -> str | None:
+        """Why a request answered 429 or 5xx is not retried, in one sentence for the user (the
+        service asked for a longer wait than ``max_retry_after``, or ``retries`` used up
+        ``limit``); None: it is retried."""
+        if retry_after is not None and self.too_long(retry_after):
+            return (
+                f"Dataverse asked to wait {retry_after:.0f} s before retrying, more than "
+                f"max_retry_after ({self.max_retry_after:.0f} s): run again later, or use "
+                "fewer parallel requests."
+            )
+        if self.exhausted(retries, limit):
+            return (
+                f"Gave up after {limit} retries: the service is throttling or failing; try "
+                "again later."
+            )
+        return None
+
     def wait(self, seconds: float, what: str, *, throttled: bool, given: bool) -> None:
         """Log one line for this wait, then sleep ``seconds``.
 

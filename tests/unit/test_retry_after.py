@@ -104,6 +104,13 @@ def test_retry_policy_honours_retry_after_exactly_and_caps_backoff(
     assert policy.exhausted(3) and not policy.exhausted(2)
     assert policy.exhausted(1, limit=1)
     assert policy.too_long(301.0) and not policy.too_long(300.0) and not policy.too_long(None)
+    # Why no retry follows, in one sentence; None while retries are left and the wait is fine.
+    assert policy.gives_up(2, 3, 300.0) is None and policy.gives_up(0, 3, None) is None
+    longer = policy.gives_up(0, 3, 301.0)
+    assert longer is not None and "301 s" in longer and "max_retry_after (300 s)" in longer
+    assert policy.gives_up(3, 3, None) == (
+        "Gave up after 3 retries: the service is throttling or failing; try again later."
+    )
     with caplog.at_level("INFO", logger="dynamics_api.http"):
         policy.wait(
             1.5, "Dataverse answered 429 on GET /x: retry 1 of 3", throttled=True, given=True
