@@ -25,6 +25,11 @@ A window may turn out to hold more than a page: ``refine`` looks at its page whe
 a next link and may cut the page and put new windows right after it (in place of the rest of the
 chain). The probes ``refine`` makes take a slot (:meth:`Reader.slot`) before any page request
 waiting for one, at most a quarter of the slots (at least two) at a time.
+
+When a slot is free and no job has a request to make (at the table's end, the last windows'
+first pages in flight), ``split`` may cut the last job whose first page is awaited: it keeps the
+first part (its page is then cut to it by ``refine``) and the rest is read at once, by a job that
+is not split again.
 """
 
 from __future__ import annotations
@@ -58,8 +63,12 @@ HANDOFF = 0.003
 
 #: ``fetch(url, params) -> (body, next link)``: one page of a chain.
 Fetch = Callable[[str, str | None], tuple[bytes, str | None]]
-#: ``refine(job, body) -> (body to keep, jobs for the rest) | None``: a page with a next link.
-Refine = Callable[["Job", bytes], "tuple[bytes, list[Job]] | None"]
+#: ``refine(job, body, more) -> (body to keep, jobs for the rest) | None``: a page with a next
+#: link (``more``), or the first page of a narrowed job.
+Refine = Callable[["Job", bytes, bool], "tuple[bytes, list[Job]] | None"]
+#: ``split(job) -> (its narrower label, a job for the rest of it) | None``: a job whose first
+#: request is in flight, split while a request slot would otherwise stay idle.
+Split = Callable[["Job"], "tuple[object, Job] | None"]
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -78,6 +87,13 @@ class Job:
     pages: deque[bytes] = field(default_factory=deque)
     requests: int = 0
     scout: bool = False
+    #: The first request's answer came (the label is no longer narrowed).
+    answered: bool = False
+    #: The label was narrowed while the first request was in flight (``Reader``'s ``split``):
+    #: its first page is looked at (``refine``) whether a next link came with it or not.
+    narrowed: bool = False
+    #: Split off a job whose first page was awaited (not split again while its own is).
+    split_off: bool = False
 
     @property
     def finished(self) -> bool:
@@ -140,10 +156,12 @@ class Reader:
         *,
         name: str,
         refine: Refine | None = None,
+        split: Split | None = None,
     ) -> None:
         self._jobs = list(jobs)
         self._fetch = fetch
         self._refine = refine
+        self._split = split
         self.gate = gate
         self._name = name
         self._cond = threading.Condition()
@@ -162,6 +180,7 @@ class Reader:
         self.peak_waiting_bytes = 0  # pages fetched, not yet handed over
         self.page_requests = 0
         self.splits = 0
+        self.early_splits = 0  # jobs split while their first request was in flight
         self.capacity = 2 * gate.ceiling + PREFETCH
         self._ready = 0  # pages in a row the consumer found ready
         self.lean_pages = 0  # pages handed over while the reader held at most LEAN
@@ -243,7 +262,29 @@ class Reader:
             seen += 1
             if seen > self.capacity:
                 return earliest
-        return earliest
+        return earliest or self._split_early()
+
+    def _split_early(self) -> Job | None:
+        """No job has a request to make, and a slot is free (lock held): the last job whose first
+        page is still awaited is split (``split``, once per job), and the rest of it is read now
+        rather than once that page shows how big it is (at the table's end, the last windows'
+        first pages would otherwise keep the other slots idle)."""
+        if self._split is None or self._pages_held() >= self._cap():
+            return None
+        for i in range(len(self._jobs) - 1, self._head - 1, -1):
+            job = self._jobs[i]
+            if not job.in_flight or job.answered or job.requests or job.narrowed or job.split_off:
+                continue
+            parts = self._split(job)
+            if parts is None:
+                continue
+            job.label, rest = parts
+            job.narrowed = True
+            rest.split_off = True
+            self._jobs.insert(i + 1, rest)
+            self.early_splits += 1
+            return rest
+        return None
 
     def _work(self) -> None:
         while True:
@@ -274,11 +315,13 @@ class Reader:
                 self._in_flight -= 1
                 self.gate.done(started)
                 self.page_requests += 1
+                job.answered = True
+                narrowed = job.narrowed and job.requests == 0
                 self._cond.notify_all()
             more: list[Job] = []
-            if nxt is not None and self._refine is not None:
+            if (nxt is not None or narrowed) and self._refine is not None:
                 try:
-                    refined = self._refine(job, body)
+                    refined = self._refine(job, body, nxt is not None)
                 except Stopped:
                     return
                 except BaseException as exc:  # noqa: BLE001 - handed to the consumer

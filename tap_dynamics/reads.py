@@ -37,8 +37,10 @@ from tap_dynamics.windows import (
     Window,
     after_page,
     epoch,
+    halved,
     literal,
     opened,
+    reaches_past,
     spread,
 )
 
@@ -298,7 +300,7 @@ def parallel_bodies(
     def job(window: Window) -> Job:
         return window_job(window, probes.entity_set, select=select, keys=order)
 
-    def refine(done: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+    def refine(done: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
         window = t.cast(Window, done.label)
         if window.hi is None and window.edge is None:
             return None
@@ -309,14 +311,37 @@ def parallel_bodies(
         else:
             rows, (values,) = columns_of(body, window.column)
         seconds = [epoch(v) if v else None for v in values]
+        if done.narrowed:
+            # Split while this page was awaited: the rows from the new bound on are read by the
+            # window split off; the rest of this one only when the page stops before them.
+            below = reaches_past(window, seconds)
+            if below is not None:
+                return first_rows(rows, below), []
+            if not more:
+                return None
         cut = after_page(probes, window, seconds, page=page, pieces=2 * ceiling, created=created)
+        if cut is None and done.narrowed:
+            # Its next link would go past the narrowed bound: the window is asked again instead.
+            return first_rows(rows, 0), [job(window)]
         if cut is None:
             return None
         keep, rest = cut
         return first_rows(rows, keep), [job(w) for w in rest]
 
+    def split(running: Job) -> tuple[Window, Job] | None:
+        # A window of time whose first page is awaited, halved: the later half is read now (the
+        # pieces of a crowded second are cut to about a page each already).
+        window = t.cast(Window, running.label)
+        halves = halved(window)
+        return None if halves is None else (halves[0], job(halves[1]))
+
     reader = Reader(
-        [job(w) for w in windows], fetch, Gate(ceiling, stats), name=name, refine=refine
+        [job(w) for w in windows],
+        fetch,
+        Gate(ceiling, stats),
+        name=name,
+        refine=refine,
+        split=split,
     )
     probes.slot = reader.slot
     try:
@@ -331,7 +356,8 @@ def parallel_bodies(
 def summary(reader: Reader, probes: HttpProbes) -> str:
     """What a read in windows did, for the log line at its end."""
     return (
-        f"in {reader.jobs_seen} windows ({reader.splits} split after their first page): "
+        f"in {reader.jobs_seen} windows ({reader.splits} split after their first page, "
+        f"{reader.early_splits} while it was awaited): "
         f"{reader.page_requests} page requests and {probes.requests} probes, at most "
         f"{reader.peak_in_flight} in flight and {reader.peak_waiting_bytes / 1e6:.0f} MB of "
         f"pages waiting ({reader.lean_pages} pages read lean, the writing being slower); the "

@@ -26,6 +26,10 @@ split up to there like any other when its first page shows it big. A ``createdon
 is still too big, or the table's last window (open, for rows written while the run goes on), is
 read as one chain.
 
+A window whose first page is still awaited while a request slot is free may be
+:func:`halved`: the later half is read at once, and the page, asked for the whole window, is cut
+at the middle (:func:`reaches_past`) or, when it stops before it, decides the first half alone.
+
 The decisions need a few small requests; they go through a small interface (:class:`Probes`),
 so that they are tested without I/O.
 """
@@ -51,7 +55,9 @@ __all__ = [
     "crowded",
     "crowded_rest",
     "epoch",
+    "halved",
     "literal",
+    "reaches_past",
     "spread",
 ]
 
@@ -268,6 +274,29 @@ def crowded_rest(
     )
     # The last reaches past the edge found, for rows written since.
     return keep, opened(parts, nulls_first=False, open_end=True)
+
+
+def halved(window: Window) -> tuple[Window, Window] | None:
+    """A window of time cut in two at the middle second (its first page still awaited: the
+    later half is read at once rather than once that page shows how far it reaches); None for
+    a window without both bounds, of one second, read whole, or a piece of a crowded second
+    (those are cut to about a page each already)."""
+    if window.lo is None or window.hi is None or window.whole or window.within is not None:
+        return None
+    if window.hi - window.lo < 2:
+        return None
+    mid = window.lo + (window.hi - window.lo) // 2
+    low = Window(window.column, window.lo, mid, with_nulls=window.with_nulls)
+    return low, Window(window.column, mid, window.hi)
+
+
+def reaches_past(window: Window, seconds: Sequence[int | None]) -> int | None:
+    """The page's rows before ``window.hi`` when the page reaches past it (a page asked for
+    before the window was narrowed by :func:`halved`); None when it does not."""
+    if window.hi is None:
+        return None
+    below = bisect_left([-1 if s is None else s for s in seconds], window.hi)
+    return below if below < len(seconds) else None
 
 
 def _split_column_again(window: Window) -> bool:

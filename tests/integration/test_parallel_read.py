@@ -4,6 +4,7 @@ with at most the allowed requests in flight; windows taken from the data."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -77,6 +78,10 @@ def test_windows_side_by_side_read_the_same_rows_in_order(
     # Side by side: more than one request at a time, never more than the service's hint (4).
     assert 1 < emu.counters()["peak_concurrency"] <= 4
     assert "in windows of modifiedon side by side, up to 4 requests at a time" in run.stderr
+    # At the table's end, windows whose first page was awaited were halved (a slot was free):
+    # their pages were cut at the new bound, and still every row came once, in order.
+    early = re.search(r"split after their first page, (\d+) while it was awaited", run.stderr)
+    assert early is not None and int(early.group(1)) >= 1
     pages = page_requests(log)
     windows = {parse_qs(p.query)["$filter"][0] for p in pages if "$skiptoken" not in p.query}
     assert len(windows) > ROWS // PAGE // 2

@@ -114,7 +114,7 @@ def test_small_pages_count_by_their_bytes_against_the_cap() -> None:
 def test_a_refined_page_is_cut_and_new_jobs_follow_it_in_order() -> None:
     service = Service([3, 1, 1])
 
-    def refine(job: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+    def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
         if job.label == 0:
             return b"cut", [Job(f"/w{i}", None, label=f"0.{i}") for i in (1, 2)]
         return None
@@ -141,7 +141,7 @@ def test_requests_go_on_in_the_slot_of_a_thread_looking_at_its_page() -> None:
             assert go.wait(10)
         return service.fetch(url, params)
 
-    def refine(job: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+    def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
         if job.label == 0:
             looked_at.set()
             deadline = time.monotonic() + 2
@@ -156,6 +156,62 @@ def test_requests_go_on_in_the_slot_of_a_thread_looking_at_its_page() -> None:
     assert got == [0, 0, 1, 2, 3, 4]
     assert both == [True]
     assert service.peak <= 2
+
+
+def test_an_idle_slot_splits_the_last_window_whose_first_page_is_awaited() -> None:
+    # Two requests allowed: window 1 answers at once, window 0 hangs. Rather than leave the slot
+    # idle, the reader splits window 0 and reads the rest of it meanwhile (once: the narrowed
+    # window is not split again); window 0's page is then looked at, next link or not.
+    rest_sent = threading.Event()
+    rest_first: list[bool] = []
+    looked: list[tuple[object, bool]] = []
+    asked: list[object] = []
+
+    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+        if url == "/w0":
+            rest_first.append(rest_sent.wait(5))
+            return b"w0 all", None
+        if url == "/rest":
+            rest_sent.set()
+        return url.encode(), None
+
+    def split(job: Job) -> tuple[object, Job] | None:
+        asked.append(job.label)
+        return f"{job.label}-low", Job("/rest", None, label=f"{job.label}-high")
+
+    def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
+        looked.append((job.label, more))
+        return b"w0 low", []
+
+    reader = Reader(_jobs(2), fetch, Gate(2, lambda: 0), name="t", refine=refine, split=split)
+    got = list(reader.pages())
+    assert rest_first == [True]
+    assert got == [("0-low", b"w0 low"), ("0-high", b"/rest"), (1, b"/w1")]
+    assert looked == [("0-low", False)]
+    assert asked == [0] and reader.early_splits == 1
+
+
+def test_no_split_while_jobs_have_requests_to_make() -> None:
+    service = Service([2] * 12)
+    idle: list[bool] = []  # at each split offered: no job had a request to make
+    offered = threading.Event()
+
+    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+        if url == "/w11":  # the last window's first page comes once a split was offered
+            offered.wait(5)
+        return service.fetch(url, params)
+
+    def split(job: Job) -> tuple[object, Job] | None:
+        # Called with the reader's lock held: its jobs are as the reader sees them.
+        rest = reader._jobs[reader._head :]
+        idle.append(all(j.url is None or j.in_flight for j in rest) and job.in_flight)
+        offered.set()
+        return None
+
+    reader = Reader(_jobs(12), fetch, Gate(3, lambda: 0), name="t", split=split)
+    got = [label for label, _ in reader.pages()]
+    assert got == [i for i in range(12) for _ in range(2)]
+    assert idle and all(idle)
 
 
 def test_a_scout_among_the_next_jobs_is_read_before_the_jobs_ahead_of_it() -> None:
@@ -198,7 +254,7 @@ def test_refine_probes_count_against_the_limit() -> None:
     service = Service([2] * 12)
     probes_in_flight: list[int] = []
 
-    def refine(job: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+    def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
         with reader.slot():
             with service.lock:
                 probes_in_flight.append(service.in_flight)
@@ -215,7 +271,7 @@ def test_refine_probes_count_against_the_limit() -> None:
 
 
 def test_a_refine_error_reaches_the_consumer() -> None:
-    def refine(job: Job, body: bytes) -> tuple[bytes, list[Job]] | None:
+    def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
         raise ValueError("the probe failed")
 
     reader = Reader(_jobs(3), Service([2, 2, 2]).fetch, Gate(2, lambda: 0), name="t", refine=refine)

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 import pytest
 
 from tap_dynamics.reads import first_windows
-from tap_dynamics.windows import COUNT_CAP, Window, after_page, epoch, literal
+from tap_dynamics.windows import (
+    COUNT_CAP,
+    Window,
+    after_page,
+    epoch,
+    halved,
+    literal,
+    reaches_past,
+)
 
 DAY = 86_400
 T0 = epoch("2024-01-01T00:00:00Z")
@@ -132,12 +140,15 @@ def _read(
     scout: int | None = None,
     by_created: bool = False,
     chains: list[int] | None = None,
+    halve: bool = False,
 ) -> tuple[list[Row], int]:
     """Read the windows as the reader does, window after window: a window's first page (of
     ``scout`` rows for the windows given, when set), and when it holds more rows, what
     :func:`after_page` decides (the page cut, the rest of the window read as the windows it gives,
     in place), or the rest of the chain. Returns the rows and the page requests; ``table.served``
-    counts the rows the pages held; ``chains`` gets the pages of each window read as a chain."""
+    counts the rows the pages held; ``chains`` gets the pages of each window read as a chain.
+    ``halve``: every window :func:`halved` can cut is cut while its first page is awaited (the
+    page asked for the whole window, then cut to the lower half as the tap's refine does)."""
     out: list[Row] = []
     requests = 0
     todo = list(windows)
@@ -151,10 +162,21 @@ def _read(
         size = scout if scout and id(w) in first_ones else page
         first = rows[:size]
         table.served += len(first)
+        halves = halved(w) if halve else None
+        if halves is not None:
+            w, later = halves
+            todo.insert(i, later)
+            below = reaches_past(w, [getattr(r, w.column) for r in first])
+            if below is not None:  # the page reached past the new bound: cut there
+                out += first[:below]
+                continue
         if len(rows) > size:
             seconds = [getattr(r, w.column) for r in first]
             created = [r.createdon for r in first] if by_created and w.within is None else None
             cut = after_page(table, w, seconds, page=page, pieces=pieces, created=created)
+            if cut is None and halves is not None:  # asked again, bounded
+                todo.insert(i, w)
+                continue
             if cut is not None:
                 keep, rest = cut
                 assert keep < len(first) or rest
@@ -386,6 +408,33 @@ def test_a_crowded_second_denser_at_its_end_is_not_read_as_one_long_chain() -> N
     assert max(chains, default=1) <= 2
     # Split, it costs about the requests of the chain (25 then), and no row is read twice.
     assert requests <= 30 and table.served <= len(table.rows) + 10
+
+
+def test_halved_cuts_a_window_of_time_in_the_middle() -> None:
+    w = Window("modifiedon", T0, T0 + 11)
+    assert halved(w) == (Window("modifiedon", T0, T0 + 5), Window("modifiedon", T0 + 5, T0 + 11))
+    assert halved(Window("modifiedon", T0, T0 + 1)) is None  # one second
+    assert halved(Window("modifiedon", None, T0 + 9, with_nulls=True)) is None
+    assert halved(Window("modifiedon", T0, None)) is None
+    assert halved(Window("modifiedon", T0, T0 + 9, whole=True)) is None
+    assert halved(Window("createdon", T0, T0 + 9, within=("modifiedon", T0))) is None
+
+
+def test_reaches_past_gives_the_rows_before_the_bound() -> None:
+    w = Window("modifiedon", T0, T0 + 5)
+    assert reaches_past(w, [None, T0, T0 + 4, T0 + 5, T0 + 9]) == 3
+    assert reaches_past(w, [T0, T0 + 4]) is None  # the page stops before it
+    assert reaches_past(Window("modifiedon", T0, None), [T0 + 99]) is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_windows_halved_while_their_page_is_awaited_keep_every_row_once(seed: int) -> None:
+    rng = random.Random(seed)
+    bulk = {T0 + rng.randrange(300 * DAY): rng.choice([50, 700, 1800]) for _ in range(3)}
+    table = Table(_with_bulk(rng.randrange(500, 4000), bulk, seed))
+    by_created = seed % 2 == 0
+    got, _ = _read(table, _first(table), by_created=by_created, halve=True)
+    _assert_all_once_in_order(table, got)
 
 
 def test_a_createdon_second_too_big_is_read_as_one_chain() -> None:
