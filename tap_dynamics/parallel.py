@@ -87,7 +87,7 @@ class Job:
     pages: deque[bytes] = field(default_factory=deque)
     requests: int = 0
     scout: bool = False
-    #: The first request's answer came (the label is no longer narrowed).
+    #: An answer came (the label is no longer narrowed: only a first request's job is split).
     answered: bool = False
     #: The label was narrowed while the first request was in flight (``Reader``'s ``split``):
     #: its first page is looked at (``refine``) whether a next link came with it or not.
@@ -273,7 +273,7 @@ class Reader:
             return None
         for i in range(len(self._jobs) - 1, self._head - 1, -1):
             job = self._jobs[i]
-            if not job.in_flight or job.answered or job.requests or job.narrowed or job.split_off:
+            if not job.in_flight or job.answered or job.narrowed or job.split_off:
                 continue
             parts = self._split(job)
             if parts is None:

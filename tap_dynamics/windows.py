@@ -241,6 +241,11 @@ def crowded(
     return opened(parts, nulls_first=True, open_end=True)
 
 
+def _keyed(seconds: Sequence[int | None]) -> list[int]:
+    """``seconds`` for a bisection: no value sorts first, as the service sorts nulls."""
+    return [-1 if s is None else s for s in seconds]
+
+
 def crowded_rest(
     window: Window,
     second: int,
@@ -262,7 +267,7 @@ def crowded_rest(
     if not created or created[-1] is None:
         return None
     reached = created[-1]
-    keep = bisect_left([-1 if c is None else c for c in created], reached)
+    keep = bisect_left(_keyed(created), reached)
     hi = max(reached, epoch(last) if last else reached) + 1
     inner = (window.column, second)
     # At the pace of the rows the page holds (as many as the requests allowed when they all
@@ -295,7 +300,7 @@ def reaches_past(window: Window, seconds: Sequence[int | None]) -> int | None:
     before the window was narrowed by :func:`halved`); None when it does not."""
     if window.hi is None:
         return None
-    below = bisect_left([-1 if s is None else s for s in seconds], window.hi)
+    below = bisect_left(_keyed(seconds), window.hi)
     return below if below < len(seconds) else None
 
 
@@ -366,8 +371,7 @@ def after_page(
     if window.hi is None or window.whole or not seconds or seconds[-1] is None:
         return None
     last = seconds[-1]
-    keyed = [-1 if s is None else s for s in seconds]
-    keep = bisect_left(keyed, last)
+    keep = bisect_left(_keyed(seconds), last)
     values = [s for s in seconds[:keep] if s is not None]
     out: list[Window] = []
     start = last
@@ -409,8 +413,9 @@ def after_page(
                 else:
                     rows_of_last, latest = probes.crowd(one.filter())
                 if rows_of_last >= full:
+                    # The page's rows of it cannot be kept (``rest`` is None): all of it again.
                     keep, out = _crowded(
-                        probes, window, last, created, keep, latest, page=page, pieces=pieces
+                        probes, window, last, None, keep, latest, page=page, pieces=pieces
                     )
                     start = last + 1
         # The pace of the rows after the page's first second (a crowded first second, rows of
