@@ -8,10 +8,11 @@ are decoded later by the thread that writes them (``tap_dynamics.lines``).
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Sequence
 
 import msgspec
 
-__all__ = ["columns_of", "first_rows", "links_of"]
+__all__ = ["Column", "first_rows", "links_of", "rows_of"]
 
 
 class _Links(msgspec.Struct):
@@ -44,22 +45,62 @@ class _Rows(msgspec.Struct):
 
 
 _rows = msgspec.json.Decoder(_Rows).decode
-_column_decoders: dict[tuple[str, ...], t.Callable[[bytes], t.Any]] = {}
+_column_decoders: dict[str, t.Callable[[bytes], t.Any]] = {}
+V = t.TypeVar("V")
 
 
-def columns_of(
-    content: bytes, *columns: str
-) -> tuple[list[msgspec.Raw], tuple[list[str | None], ...]]:
-    """The page's rows (as their bytes) and, per column, each row's value of it."""
-    decode = _column_decoders.get(columns)
-    if decode is None:
-        fields = [(c, str | None, None) for c in columns]
-        decode = _column_decoders[columns] = msgspec.json.Decoder(
-            msgspec.defstruct("Some", fields)
-        ).decode
-    rows = _rows(content).value
-    decoded = [decode(row) for row in rows]
-    return rows, tuple([getattr(d, c) for d in decoded] for c in columns)
+def rows_of(content: bytes) -> list[msgspec.Raw]:
+    """The page's rows, as their bytes."""
+    return _rows(content).value
+
+
+class Column(Sequence[V | None]):
+    """One column of a page's rows, each value decoded (and converted) only when asked for:
+    a window's page is looked at by bisection, a few rows of thousands.
+
+    Args:
+        rows: the page's rows (:func:`rows_of`).
+        name: the column.
+        convert: applied to a value that is not null.
+        start: the first row of the column (a slice to the end).
+    """
+
+    def __init__(
+        self, rows: list[msgspec.Raw], name: str, convert: t.Callable[[str], V], start: int = 0
+    ) -> None:
+        decode = _column_decoders.get(name)
+        if decode is None:
+            struct = msgspec.defstruct("One", [(name, str | None, None)])
+            decode = _column_decoders[name] = msgspec.json.Decoder(struct).decode
+        self._decode = decode
+        self._rows = rows
+        self._name = name
+        self._convert = convert
+        self._start = start
+        self._seen: dict[int, V | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows) - self._start
+
+    @t.overload
+    def __getitem__(self, i: int) -> V | None: ...
+
+    @t.overload
+    def __getitem__(self, i: slice) -> Column[V]: ...
+
+    def __getitem__(self, i: int | slice) -> V | Column[V] | None:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step != 1 or stop != len(self):
+                raise ValueError("a column is sliced to its end only")
+            return Column(self._rows, self._name, self._convert, self._start + start)
+        at = self._start + (i if i >= 0 else len(self) + i)
+        if not self._start <= at < len(self._rows):
+            raise IndexError(i)
+        if at not in self._seen:
+            value = getattr(self._decode(self._rows[at]), self._name)
+            self._seen[at] = None if value is None else self._convert(value)
+        return self._seen[at]
 
 
 def first_rows(rows: list[msgspec.Raw], keep: int) -> bytes:

@@ -29,7 +29,7 @@ import orjson
 
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
-from tap_dynamics.pages import columns_of, first_rows
+from tap_dynamics.pages import Column, first_rows, rows_of
 from tap_dynamics.parallel import Gate, Job, Reader
 from tap_dynamics.windows import (
     COUNT_CAP,
@@ -304,13 +304,12 @@ def parallel_bodies(
         window = t.cast(Window, done.label)
         if window.hi is None and window.edge is None:
             return None
-        created: list[int | None] | None = None
-        if by_created and window.within is None:
-            rows, (values, created_at) = columns_of(body, window.column, SECOND_COLUMN)
-            created = [epoch(v) if v else None for v in created_at]
-        else:
-            rows, (values,) = columns_of(body, window.column)
-        seconds = [epoch(v) if v else None for v in values]
+        # The page is looked at by bisection: a row's values are decoded when asked for.
+        rows = rows_of(body)
+        seconds = Column(rows, window.column, epoch)
+        created = (
+            Column(rows, SECOND_COLUMN, epoch) if by_created and window.within is None else None
+        )
         if done.narrowed:
             # Split while this page was awaited: the rows from the new bound on are read by the
             # window split off; the rest of this one only when the page stops before them.

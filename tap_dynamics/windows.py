@@ -39,7 +39,7 @@ from __future__ import annotations
 import calendar
 import itertools
 import typing as t
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -241,9 +241,17 @@ def crowded(
     return opened(parts, nulls_first=True, open_end=True)
 
 
-def _keyed(seconds: Sequence[int | None]) -> list[int]:
-    """``seconds`` for a bisection: no value sorts first, as the service sorts nulls."""
-    return [-1 if s is None else s for s in seconds]
+def _key(second: int | None) -> int:
+    """A second for a bisection of a page's seconds: no value sorts first, as the service sorts
+    nulls (the seconds are looked at by bisection: a page's values are decoded when asked for)."""
+    return -1 if second is None else second
+
+
+def _known(seconds: Sequence[int | None], end: int) -> tuple[int, int | None]:
+    """Of the first ``end`` seconds of a page (in order, nulls first): how many have no value,
+    and the first value (None when none has)."""
+    nulls = bisect_right(seconds, -1, hi=end, key=_key)
+    return nulls, seconds[nulls] if nulls < end else None
 
 
 def crowded_rest(
@@ -267,13 +275,16 @@ def crowded_rest(
     if not created or created[-1] is None:
         return None
     reached = created[-1]
-    keep = bisect_left(_keyed(created), reached)
+    keep = bisect_left(created, reached, key=_key)
     hi = max(reached, epoch(last) if last else reached) + 1
     inner = (window.column, second)
     # At the pace of the rows the page holds (as many as the requests allowed when they all
     # share one createdon second).
-    seen = [c for c in created[:keep] if c is not None]
-    rows = len(seen) * (hi - reached) / (reached - seen[0]) if seen and seen[0] < reached else None
+    nulls, first = _known(created, keep)
+    seen = keep - nulls
+    rows = (
+        seen * (hi - reached) / (reached - first) if first is not None and first < reached else None
+    )
     parts = spread(
         SECOND_COLUMN, reached, hi, rows=rows, page=page, most=pieces, within=inner, near=pieces
     )
@@ -300,7 +311,7 @@ def reaches_past(window: Window, seconds: Sequence[int | None]) -> int | None:
     before the window was narrowed by :func:`halved`); None when it does not."""
     if window.hi is None:
         return None
-    below = bisect_left(_keyed(seconds), window.hi)
+    below = bisect_left(seconds, window.hi, key=_key)
     return below if below < len(seconds) else None
 
 
@@ -371,8 +382,7 @@ def after_page(
     if window.hi is None or window.whole or not seconds or seconds[-1] is None:
         return None
     last = seconds[-1]
-    keep = bisect_left(_keyed(seconds), last)
-    values = [s for s in seconds[:keep] if s is not None]
+    keep = before = bisect_left(seconds, last, key=_key)  # the rows before the last second
     out: list[Window] = []
     start = last
     full = min(page, COUNT_CAP)
@@ -420,8 +430,9 @@ def after_page(
                     start = last + 1
         # The pace of the rows after the page's first second (a crowded first second, rows of
         # a bulk update, says nothing about the seconds after it).
-        first = values[0] if values else last
-        later = sum(1 for v in values if v > first)
+        nulls, known = _known(seconds, before)
+        first = last if known is None else known
+        later = before - bisect_right(seconds, first, lo=nulls, hi=before, key=_key)
         pace = max(later, 1) / max(1, last - first)
     rows = None if pace is None else pace * (window.hi - start)
     out += spread(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ import orjson
 import pytest
 
 from tap_dynamics.lines import Lines
-from tap_dynamics.pages import _links, columns_of, first_rows, links_of
+from tap_dynamics.pages import Column, _links, first_rows, links_of, rows_of
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ROWS = [
@@ -169,8 +170,32 @@ def test_a_page_cut_keeps_its_first_rows_as_they_were_sent() -> None:
             "@odata.nextLink": "https://x/next",
         }
     )
-    rows, (values,) = columns_of(page, "modifiedon")
-    assert values == ["2024-01-01T00:00:01Z", None, None]
+    rows = rows_of(page)
+    assert list(Column(rows, "modifiedon", str)) == ["2024-01-01T00:00:01Z", None, None]
     cut = orjson.loads(first_rows(rows, 2))
     assert cut == {"value": orjson.loads(page)["value"][:2]}  # no next link: the chain ends
     assert orjson.loads(first_rows(rows, 0)) == {"value": []}
+
+
+def test_a_column_decodes_only_the_rows_asked_for() -> None:
+    """A window's page is looked at by bisection: of thousands of rows, a few are decoded."""
+    stamps = [None, None, *(f"2024-01-01T00:00:{s:02d}Z" for s in range(40))]
+    page = orjson.dumps({"value": [{"a": "x" * 50, "modifiedon": m} for m in stamps]})
+    converted: list[str] = []
+
+    def convert(value: str) -> int:
+        converted.append(value)
+        return int(value[-3:-1])
+
+    column = Column(rows_of(page), "modifiedon", convert)
+    assert len(column) == 42
+    assert column[0] is None and column[-1] == 39 and column[2] == 0
+    assert bisect.bisect_left(column, 20, key=lambda s: -1 if s is None else s) == 22
+    assert len(converted) < 10  # by bisection, not every row
+    assert column[-1] == 39 and converted.count("2024-01-01T00:00:39Z") == 1  # decoded once
+    rest = column[30:]
+    assert len(rest) == 12 and rest[0] == 28 and list(rest)[-1] == 39
+    with pytest.raises(IndexError):
+        column[42]
+    with pytest.raises(ValueError, match="to its end"):
+        column[:5]

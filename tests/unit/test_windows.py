@@ -15,12 +15,14 @@ import pytest
 from tap_dynamics.reads import first_windows
 from tap_dynamics.windows import (
     COUNT_CAP,
+    NEAR,
     Window,
     after_page,
     epoch,
     halved,
     literal,
     reaches_past,
+    spread,
 )
 
 DAY = 86_400
@@ -305,6 +307,20 @@ def test_a_page_ordered_by_createdon_keeps_its_rows_of_a_crowded_second() -> Non
     assert not inner[0].with_nulls and inner[-1].hi is None
     assert rest[len(inner)].lo == second + 1 and rest[-1].hi == w.hi
     assert (table.counts, table.edges) == (0, 1)  # no count: the rows of it are kept anyway
+    # The days after the second are cut at the pace of the page's rows before it (the rows of
+    # the bulk update say nothing about them).
+    first, hi = min(s for s in seconds if s is not None), second + 5 * DAY
+    pace = sum(1 for s in seconds[:before] if s is not None and s > first) / (second - first)
+    after = spread(
+        "modifiedon",
+        second + 1,
+        hi,
+        rows=pace * (hi - second - 1),
+        page=500,
+        most=4,
+        near=NEAR * 4,
+    )
+    assert rest[len(inner) :] == after
     # Read through, every row comes once, in order, and the second's rows are not read twice.
     again = Table(_with_bulk(400, {second: 3000}))
     got, _ = _read(again, _first(again), by_created=True)
