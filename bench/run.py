@@ -39,7 +39,7 @@ from typing import Any
 
 from bench.delta_bench import bench_delta
 from bench.discovery_bench import GENERATED_MB, bench_big_discovery, bench_discovery
-from bench.tap_bench import bench_parallel, bench_prerendered, bench_tap
+from bench.tap_bench import PARALLEL_REPEATS, bench_parallel, bench_prerendered, bench_tap
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
@@ -163,7 +163,7 @@ PRERENDERED_GOAL = 0.6
 def _parallel_table(runs: dict[str, dict[str, Any]]) -> None:
     print(
         "\ntap on a latency-bound service: cost model, service protection, x-ms-dop-hint 4, "
-        "whole processes"
+        f"whole processes, the median of {PARALLEL_REPEATS} runs each (alternating)"
     )
     head = ["servers", "floor s", "seq wall", "seq/floor", "par wall", "par/floor", "goal"]
     head += ["requests", "probes", "429s", "violations", "peak RSS"]
