@@ -1,8 +1,11 @@
-"""What a page's bytes say besides its rows: the next and delta links.
+"""What a page's bytes say besides its rows: the next and delta links, and one column of its
+rows.
 
 A Dataverse page is ``{"@odata.context": ..., "value": [row, ...], "@odata.nextLink": ...}``.
 The thread that fetches pages needs only the links, to send the next request at once; the rows
-are decoded later by the thread that writes them (``tap_dynamics.lines``).
+are decoded later by the thread that writes them (``tap_dynamics.lines``). Where to split a
+window is found by bisection over its page's rows (:class:`Column`): a few rows are decoded of
+thousands.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Column(Sequence[V | None]):
     Args:
         rows: the page's rows (:func:`rows_of`).
         name: the column.
-        convert: applied to a value that is not null.
+        convert: applied to a value that is neither null nor empty (those are None).
         start: the first row of the column (a slice to the end).
     """
 
@@ -99,7 +102,7 @@ class Column(Sequence[V | None]):
             raise IndexError(i)
         if at not in self._seen:
             value = getattr(self._decode(self._rows[at]), self._name)
-            self._seen[at] = None if value is None else self._convert(value)
+            self._seen[at] = self._convert(value) if value else None
         return self._seen[at]
 
 

@@ -357,7 +357,7 @@ def after_page(
         probes: for the questions about a crowded second.
         window: the window whose page it is.
         seconds: the page's values of ``window.column``, in whole seconds (None: no value), in
-            the page's order.
+            the page's order (looked at by bisection: a few are read, of thousands).
         page: rows per page.
         pieces: windows a crowded second is cut into at first (the requests allowed in flight).
         created: the page's ``createdon`` seconds, when the page is ordered by ``createdon``

@@ -199,3 +199,6 @@ def test_a_column_decodes_only_the_rows_asked_for() -> None:
         column[42]
     with pytest.raises(ValueError, match="to its end"):
         column[:5]
+    # No value and an empty one are alike (not converted), as a missing member is.
+    empty = orjson.dumps({"value": [{"modifiedon": ""}, {"modifiedon": None}, {}]})
+    assert list(Column(rows_of(empty), "modifiedon", convert)) == [None, None, None]
