@@ -233,7 +233,7 @@ class TapDynamics(SentenceConfigErrors, Tap):
 def main() -> None:
     """Console entry point (``tap-dynamics``); ``tap-dynamics login`` signs a user in, also as
     ``tap-dynamics --config FILE login`` (how ``meltano invoke`` runs it)."""
-    run_plugin(TapDynamics.cli, prog="tap-dynamics", env_prefix="TAP_DYNAMICS_")
+    run_plugin(TapDynamics.cli, prog="tap-dynamics", env_prefix="TAP_DYNAMICS_", fast_exit=True)
 
 
 if __name__ == "__main__":
