@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ WORK = ROOT / ".emulator"
 OUT = ROOT / "output" / "demo"
 WAREHOUSE = OUT / "warehouse.duckdb"
 SCHEMA = "dynamics"  # target-duckdb's default_target_schema in meltano.yml
-CHART = OUT / "resolution-times.png"
+CHART = OUT / "resolution-times.svg"
 TRANSCRIPT = OUT / "meltano.log"
 MELTANO = str(Path(sys.executable).parent / "meltano")
 #: Streams the project selects (meltano.yml) and their entity sets.
@@ -229,24 +230,88 @@ def analytics() -> None:
     chart(labels, days)
 
 
+def _box(values: list[float]) -> tuple[float, float, float, float, float, float, list[float]]:
+    """Whisker ends, quartiles, mean and outliers of one group (whiskers at 1.5 IQR, as usual)."""
+    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    reach = 1.5 * (q3 - q1)
+    inside = [v for v in values if q1 - reach <= v <= q3 + reach]
+    outliers = [v for v in values if v < q1 - reach or v > q3 + reach]
+    return min(inside), q1, med, q3, max(inside), statistics.fmean(values), outliers
+
+
 def chart(priorities: list[str], days: list[tuple[str, float]]) -> None:
-    """One PNG: the spread of resolution times per priority."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One SVG: the spread of resolution times per priority (drawn here: a plotting library
+    would bring numpy into the environment, which the plugins do not need)."""
     groups = [[d for p, d in days if p == label] for label in priorities]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    ax.boxplot(groups, orientation="horizontal", showmeans=True)
-    ax.set_yticks(range(1, len(priorities) + 1))
-    ax.set_yticklabels([f"{p} ({len(g)})" for p, g in zip(priorities, groups, strict=True)])
-    ax.set_xlabel("days from creation to resolution (box: quartiles, line: median, triangle: mean)")
-    ax.set_title("Resolution time of resolved cases, by priority (cases in brackets)")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(CHART)
-    plt.close(fig)
+    width, height, left, right, top, bottom = 800, 60 + 70 * len(groups), 170, 30, 50, 60
+    top_value = max((max(g) for g in groups if g), default=1.0) or 1.0
+    step_days = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if top_value / s <= 10)
+    span = step_days * (int(top_value // step_days) + 1)
+
+    def x(value: float) -> float:
+        return left + (width - left - right) * value / span
+
+    def text(at_x: float, at_y: float, words: str, anchor: str = "middle", size: int = 12) -> str:
+        words = words.replace("&", "&amp;").replace("<", "&lt;")
+        return (
+            f'<text x="{at_x:.1f}" y="{at_y:.1f}" text-anchor="{anchor}" '
+            f'font-size="{size}">{words}</text>'
+        )
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        text(
+            width / 2,
+            24,
+            "Resolution time of resolved cases, by priority (cases in brackets)",
+            size=14,
+        ),
+    ]
+    axis_y = height - bottom
+    for tick in range(0, span + 1, step_days):
+        parts.append(
+            f'<line x1="{x(tick):.1f}" y1="{top}" x2="{x(tick):.1f}" y2="{axis_y}" stroke="#ddd"/>'
+        )
+        parts.append(text(x(tick), axis_y + 16, str(tick)))
+    parts.append(
+        text(
+            (left + width - right) / 2,
+            height - 18,
+            "days from creation to resolution (box: quartiles, line: median, triangle: mean)",
+        )
+    )
+    row = (axis_y - top) / max(len(groups), 1)
+    for i, (label, group) in enumerate(zip(priorities, groups, strict=True)):
+        mid = top + row * (i + 0.5)
+        parts.append(text(left - 10, mid + 4, f"{label} ({len(group)})", anchor="end"))
+        if not group:
+            continue
+        low, q1, med, q3, high, mean, outliers = (
+            _box(group) if len(group) > 1 else (group[0],) * 6 + ([],)
+        )
+        half = min(18.0, row / 3)
+        parts += [
+            f'<line x1="{x(low):.1f}" y1="{mid}" x2="{x(q1):.1f}" y2="{mid}" stroke="black"/>',
+            f'<line x1="{x(q3):.1f}" y1="{mid}" x2="{x(high):.1f}" y2="{mid}" stroke="black"/>',
+            f'<rect x="{x(q1):.1f}" y="{mid - half:.1f}" width="{x(q3) - x(q1):.1f}" '
+            f'height="{2 * half:.1f}" fill="#cfe2f3" stroke="black"/>',
+            f'<line x1="{x(med):.1f}" y1="{mid - half:.1f}" x2="{x(med):.1f}" '
+            f'y2="{mid + half:.1f}" stroke="#e67e22" stroke-width="2"/>',
+            f'<path d="M{x(mean):.1f},{mid - 5:.1f} l5,9 h-10 z" fill="#27ae60"/>',
+        ]
+        for end in (low, high):
+            parts.append(
+                f'<line x1="{x(end):.1f}" y1="{mid - half / 2:.1f}" x2="{x(end):.1f}" '
+                f'y2="{mid + half / 2:.1f}" stroke="black"/>'
+            )
+        parts += [
+            f'<circle cx="{x(v):.1f}" cy="{mid}" r="3" fill="none" stroke="black"/>'
+            for v in outliers
+        ]
+    parts.append("</svg>")
+    CHART.write_text("\n".join(parts) + "\n", encoding="utf-8")
 
 
 def warehouse_counts() -> dict[str, int]:
