@@ -359,7 +359,9 @@ def summary(reader: Reader, probes: HttpProbes) -> str:
         f"{reader.early_splits} while it was awaited): "
         f"{reader.page_requests} page requests and {probes.requests} probes, at most "
         f"{reader.peak_in_flight} in flight and {reader.peak_waiting_bytes / 1e6:.0f} MB of "
-        f"pages waiting ({reader.lean_pages} pages read lean, the writing being slower); the "
+        f"pages waiting, {reader.peak_memory_bytes / 1e6:.0f} MB of them in memory "
+        f"({reader.spilled} pages waited in a temporary file; {reader.lean_pages} pages read "
+        f"lean, the writing being slower); the "
         f"limit was {reader.gate.ceiling} (lowest {reader.gate.lowest} after "
         f"{reader.gate.decreases} throttled periods)"
     )

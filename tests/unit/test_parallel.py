@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tempfile
 import threading
 import time
 import typing as t
@@ -11,7 +12,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tap_dynamics.parallel import LEAN, PREFETCH, Gate, Job, Reader, chain
+from tap_dynamics.parallel import IN_MEMORY, LEAN, PREFETCH, Gate, Job, Reader, chain
 
 
 class Service:
@@ -378,3 +379,76 @@ def test_a_page_is_let_go_once_the_consumer_is_done_with_it(how: str) -> None:
     finally:
         release.set()
         waiting.join(5)
+
+
+class _SlowFirst:
+    """One page per window, all of ``size`` bytes; window 0's answer comes last (its request
+    waits until every other window's page has come)."""
+
+    def __init__(self, windows: int, size: int) -> None:
+        self.windows, self.size = windows, size
+        self.others = threading.Semaphore(0)
+
+    def fetch(self, url: str, params: str | None) -> tuple[bytes, str | None]:
+        i = int(url[2:])
+        if i == 0:
+            for _ in range(self.windows - 1):
+                assert self.others.acquire(timeout=5)
+        body = (url + ":").encode().ljust(self.size, b"x")
+        if i:
+            self.others.release()
+        return body, None
+
+
+def test_pages_behind_a_slow_window_wait_in_temporary_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files: list[t.Any] = []
+    real = tempfile.TemporaryFile
+
+    def recorded() -> t.Any:
+        files.append(real())
+        return files[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
+    service = _SlowFirst(windows=6, size=1000)
+    reader = Reader(_jobs(6), service.fetch, Gate(6, lambda: 0), name="t")
+    got = [body for _, body in reader.pages()]
+    assert got == [f"/w{i}:".encode().ljust(1000, b"x") for i in range(6)]
+    # Five pages waited for window 0: IN_MEMORY of them in memory, the others in files.
+    assert reader.spilled == 5 - IN_MEMORY and len(files) == reader.spilled
+    # In memory at most: IN_MEMORY pages of later windows, and window 0's own page.
+    assert reader.peak_memory_bytes <= (IN_MEMORY + 1) * 1000
+    assert reader.peak_waiting_bytes == 6000
+    assert all(f.closed for f in files)
+
+
+def test_a_read_stopped_early_closes_its_pages_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    files: list[t.Any] = []
+    real = tempfile.TemporaryFile
+
+    def recorded() -> t.Any:
+        files.append(real())
+        return files[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
+    service = _SlowFirst(windows=6, size=1000)
+    reader = Reader(_jobs(6), service.fetch, Gate(6, lambda: 0), name="t")
+    pages = t.cast(Generator[tuple[object, bytes], None, None], reader.pages())
+    next(pages)
+    pages.close()  # the consumer went away with pages still waiting
+    assert files and all(f.closed for f in files)
+
+
+def test_pages_stay_in_memory_when_no_temporary_file_can_be_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full() -> t.Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    service = _SlowFirst(windows=6, size=1000)
+    reader = Reader(_jobs(6), service.fetch, Gate(6, lambda: 0), name="t")
+    got = [body for _, body in reader.pages()]
+    assert got == [f"/w{i}:".encode().ljust(1000, b"x") for i in range(6)]
+    assert reader.spilled == 0 and reader.peak_memory_bytes == 6000
