@@ -405,7 +405,7 @@ class DynamicsStream(Stream):
             for page in tracked(self._start_progress(None), self._page_lines()):
                 if not page.records:
                     continue
-                writer.write_lines(page.data)
+                writer.write_parts(page.parts)
                 records, first, last = page.records, page.first, page.last
                 del page  # its lines are written: not kept while the next page is awaited
                 self.state_manager.is_flushed = False

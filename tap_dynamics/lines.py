@@ -24,7 +24,7 @@ import msgspec
 
 from tap_dynamics.writer import dumps
 
-__all__ = ["Lines", "PageLines"]
+__all__ = ["Lines", "PageLines", "Part"]
 
 
 class _Page(msgspec.Struct):
@@ -37,15 +37,27 @@ _object = msgspec.json.Decoder(dict[str, t.Any]).decode
 _ETAG = re.compile(rb'\{\s*"@odata\.etag"\s*:\s*"(?:[^"\\]|\\.)*"\s*,')
 
 
+#: A piece of RECORD lines: the lines are the pieces one after the other.
+Part = bytes | memoryview
+
+
 @dataclass
 class PageLines:
-    """A page as RECORD lines: the bytes, how many records, and the first and last records'
-    replication key values (None without a replication key)."""
+    """A page as RECORD lines: their pieces in order (:attr:`data` joins them), how many
+    records, and the first and last records' replication key values (None without a
+    replication key). A page's pieces are the rows' bytes in the page itself, between the
+    messages' own bytes: they are written as they are (:meth:`FastWriter.write_parts`),
+    without copying a page's lines into one buffer first."""
 
-    data: bytes
+    parts: list[Part]
     records: int
     first: t.Any = None
     last: t.Any = None
+
+    @property
+    def data(self) -> bytes:
+        """The lines, joined."""
+        return b"".join(self.parts)
 
 
 class Lines:
@@ -79,10 +91,10 @@ class Lines:
     ) -> PageLines:
         """Records already made into dicts, as RECORD lines of the same shape."""
         if not records:
-            return PageLines(b"", 0)
+            return PageLines([], 0)
         suffix = self._suffix(extracted)
         prefix = self._prefix[:-1]  # the record's own "{" comes with it
-        data = b"".join(prefix + dumps(r) + suffix for r in records)
+        data: list[Part] = [b"".join(prefix + dumps(r) + suffix for r in records)]
         if self.replication_key is None:
             return PageLines(data, len(records))
         rk = self.replication_key
@@ -101,14 +113,14 @@ class Lines:
         """
         rows = _page(body).value
         if not rows:
-            return PageLines(b"", 0)
+            return PageLines([], 0)
         first = _object(rows[0])
         if set(first) - {"@odata.etag"} != self.columns:
             return None
         suffix = self._suffix(extracted)
         prefix = self._prefix
         match = _ETAG.match
-        parts: list[t.Any] = []
+        parts: list[Part] = []
         add = parts.append
         for row in rows:
             view = memoryview(row)
@@ -116,11 +128,10 @@ class Lines:
             add(prefix)
             add(view[cut.end() if cut else 1 :])
             add(suffix)
-        data = b"".join(parts)
         if self.replication_key is None:
-            return PageLines(data, len(rows))
+            return PageLines(parts, len(rows))
         return PageLines(
-            data,
+            parts,
             len(rows),
             first.get(self.replication_key),
             self._value(rows[-1]),
