@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import PREFIX as PEAK
+from bench.measure import WALL
 from dynamics_api.odata import build_query
 from dynamics_emulator import seed
 from dynamics_emulator.cost import CostModel
@@ -48,8 +49,8 @@ PARALLEL_REPEATS = 3
 
 
 def run_child(cmd: list[str], env: dict[str, str], *, stdout: Any) -> tuple[float, float]:
-    """Run a child to its end (through bench.measure); return (wall seconds, its peak RSS MB)."""
-    start = time.perf_counter()
+    """Run a child to its end (through bench.measure); return (wall seconds, its peak RSS MB),
+    both as bench.measure saw them: from the child's start to its end."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench.measure", *cmd],
         cwd=ROOT,
@@ -58,11 +59,11 @@ def run_child(cmd: list[str], env: dict[str, str], *, stdout: Any) -> tuple[floa
         stderr=subprocess.PIPE,
         check=False,
     )
-    seconds = time.perf_counter() - start
     lines = proc.stderr.decode(errors="replace").strip().splitlines()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[2:4])} exited {proc.returncode}: {lines[-4:]}")
-    return seconds, float(lines[-1].removeprefix(PEAK))
+    wall, peak = lines[-1].split()
+    return float(wall.removeprefix(WALL)), float(peak.removeprefix(PEAK))
 
 
 @dataclass
