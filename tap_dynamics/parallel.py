@@ -376,6 +376,9 @@ class Reader:
                 if refined is not None:
                     body, more = refined
                     nxt = None
+                    # The tuple would keep the page alive while this thread waits for and sends
+                    # its next request, long after the consumer is done with it.
+                    del refined
             page = self._spill(job, body)
             with self._cond:
                 job.pages.append(page)

@@ -381,6 +381,36 @@ def test_a_page_is_let_go_once_the_consumer_is_done_with_it(how: str) -> None:
         waiting.join(5)
 
 
+def test_a_refined_page_is_let_go_once_the_consumer_is_done_with_it() -> None:
+    # The page refine made in place of the one fetched: the thread that made it goes on to its
+    # next request and must not keep it alive meanwhile.
+    made: list[weakref.ref[_Body]] = []
+    asked, release = threading.Event(), threading.Event()
+
+    def fetch(url: str, params: str | None) -> tuple[_Body, str | None]:
+        if url == "/b":
+            asked.set()
+            release.wait(30)  # longer than _let_go waits: released by the test
+        return _Body(), "/next" if url == "/a" else None
+
+    def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]]:
+        cut = _Body()
+        made.append(weakref.ref(cut))
+        return t.cast(bytes, cut), []
+
+    jobs = [Job("/a", None, label=0), Job("/b", None, label=1)]
+    pages = Reader(jobs, t.cast(t.Any, fetch), Gate(1, lambda: 0), name="t", refine=refine).pages()
+    next(pages)  # the refined page, taken and written at once
+    waiting = threading.Thread(target=lambda: next(pages, None))
+    waiting.start()  # the consumer, waiting for window 1's page
+    try:
+        assert asked.wait(5)  # the thread that refined window 0 now waits for window 1
+        assert _let_go(made[0]), "the refined page is still kept alive"
+    finally:
+        release.set()
+        waiting.join(5)
+
+
 class _SlowFirst:
     """One page per window, all of ``size`` bytes; window 0's answer comes last (its request
     waits until every other window's page has come)."""
