@@ -342,20 +342,42 @@ def _let_go(ref: weakref.ref[_Body]) -> bool:
     return False
 
 
-def _second_page_held_back() -> tuple[t.Callable[[str, str | None], t.Any], list[t.Any], t.Any]:
-    """A fetch whose first page comes at once and whose second waits for ``release``."""
-    made: list[weakref.ref[_Body]] = []
-    second_asked, release = threading.Event(), threading.Event()
+def _held_back(
+    held: str, links: dict[str, str], made: list[weakref.ref[_Body]]
+) -> tuple[t.Callable[[str, str | None], t.Any], threading.Event, threading.Event]:
+    """A fetch whose request for ``held`` waits for ``release`` (``asked`` is set when it is
+    sent); the others answer at once, with the next link ``links`` gives. Every page it makes
+    is watched in ``made``."""
+    asked, release = threading.Event(), threading.Event()
 
     def fetch(url: str, params: str | None) -> tuple[_Body, str | None]:
-        if url == "/1":
-            second_asked.set()
+        if url == held:
+            asked.set()
             release.wait(30)  # longer than _let_go waits: released by the test
         body = _Body()
         made.append(weakref.ref(body))
-        return body, "/1" if url == "/0" else None
+        return body, links.get(url)
 
-    return fetch, made, (second_asked, release)
+    return fetch, asked, release
+
+
+def _let_go_while_the_consumer_waits(
+    pages: Iterator[tuple[t.Any, t.Any]],
+    watched: list[weakref.ref[_Body]],
+    asked: threading.Event,
+    release: threading.Event,
+) -> bool:
+    """Takes a page and drops it, then waits for the next one (held back): whether the first
+    page ``watched`` is freed meanwhile."""
+    next(pages)  # taken and written at once
+    waiting = threading.Thread(target=lambda: next(pages, None))
+    waiting.start()  # the consumer, waiting for the held-back page
+    try:
+        assert asked.wait(5)
+        return _let_go(watched[0])
+    finally:
+        release.set()
+        waiting.join(5)
 
 
 @pytest.mark.parametrize("how", ["windows", "chain"])
@@ -363,52 +385,32 @@ def test_a_page_is_let_go_once_the_consumer_is_done_with_it(how: str) -> None:
     # A page is tens of MB: once the consumer has written it, nothing may keep it alive while
     # the next one is awaited (neither the thread that fetched it, now sending the next request,
     # nor the generator that handed it over, now waiting).
-    fetch, made, (second_asked, release) = _second_page_held_back()
+    made: list[weakref.ref[_Body]] = []
+    fetch, asked, release = _held_back("/1", {"/0": "/1"}, made)
     pages: Iterator[tuple[t.Any, t.Any]]
     if how == "windows":
         jobs = [Job("/0", None, label=0)]  # one window of two pages
         pages = Reader(jobs, fetch, Gate(1, lambda: 0), name="t").pages()
     else:
         pages = chain(lambda u, p: (*fetch(u, p), None), "/0", None, name="c")
-    next(pages)  # taken and written at once
-    waiting = threading.Thread(target=lambda: next(pages, None))
-    waiting.start()  # the consumer, waiting for the second page
-    try:
-        assert second_asked.wait(5)
-        assert _let_go(made[0]), "the first page is still kept alive"
-    finally:
-        release.set()
-        waiting.join(5)
+    assert _let_go_while_the_consumer_waits(pages, made, asked, release), "the page is kept"
 
 
 def test_a_refined_page_is_let_go_once_the_consumer_is_done_with_it() -> None:
     # The page refine made in place of the one fetched: the thread that made it goes on to its
-    # next request and must not keep it alive meanwhile.
-    made: list[weakref.ref[_Body]] = []
-    asked, release = threading.Event(), threading.Event()
-
-    def fetch(url: str, params: str | None) -> tuple[_Body, str | None]:
-        if url == "/b":
-            asked.set()
-            release.wait(30)  # longer than _let_go waits: released by the test
-        return _Body(), "/next" if url == "/a" else None
+    # next request (window 1's, held back) and must not keep it alive meanwhile.
+    fetched: list[weakref.ref[_Body]] = []
+    fetch, asked, release = _held_back("/b", {"/a": "/next"}, fetched)
+    cut: list[weakref.ref[_Body]] = []
 
     def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]]:
-        cut = _Body()
-        made.append(weakref.ref(cut))
-        return t.cast(bytes, cut), []
+        page = _Body()
+        cut.append(weakref.ref(page))
+        return t.cast(bytes, page), []
 
     jobs = [Job("/a", None, label=0), Job("/b", None, label=1)]
-    pages = Reader(jobs, t.cast(t.Any, fetch), Gate(1, lambda: 0), name="t", refine=refine).pages()
-    next(pages)  # the refined page, taken and written at once
-    waiting = threading.Thread(target=lambda: next(pages, None))
-    waiting.start()  # the consumer, waiting for window 1's page
-    try:
-        assert asked.wait(5)  # the thread that refined window 0 now waits for window 1
-        assert _let_go(made[0]), "the refined page is still kept alive"
-    finally:
-        release.set()
-        waiting.join(5)
+    pages = Reader(jobs, fetch, Gate(1, lambda: 0), name="t", refine=refine).pages()
+    assert _let_go_while_the_consumer_waits(pages, cut, asked, release), "the cut page is kept"
 
 
 class _SlowFirst:
@@ -430,9 +432,9 @@ class _SlowFirst:
         return body, None
 
 
-def test_pages_behind_a_slow_window_wait_in_temporary_files(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def temp_files(monkeypatch: pytest.MonkeyPatch) -> list[t.Any]:
+    """The temporary files the reader opens, in order."""
     files: list[t.Any] = []
     real = tempfile.TemporaryFile
 
@@ -441,33 +443,33 @@ def test_pages_behind_a_slow_window_wait_in_temporary_files(
         return files[-1]
 
     monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
-    service = _SlowFirst(windows=6, size=1000)
-    reader = Reader(_jobs(6), service.fetch, Gate(6, lambda: 0), name="t")
-    got = [body for _, body in reader.pages()]
-    assert got == [f"/w{i}:".encode().ljust(1000, b"x") for i in range(6)]
+    return files
+
+
+def _slow_first_reader() -> Reader:
+    """Six windows of a 1,000-byte page each, window 0's coming last, six requests at a time."""
+    return Reader(_jobs(6), _SlowFirst(windows=6, size=1000).fetch, Gate(6, lambda: 0), name="t")
+
+
+PAGES = [f"/w{i}:".encode().ljust(1000, b"x") for i in range(6)]
+
+
+def test_pages_behind_a_slow_window_wait_in_temporary_files(temp_files: list[t.Any]) -> None:
+    reader = _slow_first_reader()
+    assert [body for _, body in reader.pages()] == PAGES
     # Five pages waited for window 0: IN_MEMORY of them in memory, the others in files.
-    assert reader.spilled == 5 - IN_MEMORY and len(files) == reader.spilled
+    assert reader.spilled == 5 - IN_MEMORY and len(temp_files) == reader.spilled
     # In memory at most: IN_MEMORY pages of later windows, and window 0's own page.
     assert reader.peak_memory_bytes <= (IN_MEMORY + 1) * 1000
     assert reader.peak_waiting_bytes == 6000
-    assert all(f.closed for f in files)
+    assert all(f.closed for f in temp_files)
 
 
-def test_a_read_stopped_early_closes_its_pages_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    files: list[t.Any] = []
-    real = tempfile.TemporaryFile
-
-    def recorded() -> t.Any:
-        files.append(real())
-        return files[-1]
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
-    service = _SlowFirst(windows=6, size=1000)
-    reader = Reader(_jobs(6), service.fetch, Gate(6, lambda: 0), name="t")
-    pages = t.cast(Generator[tuple[object, bytes], None, None], reader.pages())
+def test_a_read_stopped_early_closes_its_pages_files(temp_files: list[t.Any]) -> None:
+    pages = t.cast(Generator[tuple[object, bytes], None, None], _slow_first_reader().pages())
     next(pages)
     pages.close()  # the consumer went away with pages still waiting
-    assert files and all(f.closed for f in files)
+    assert temp_files and all(f.closed for f in temp_files)
 
 
 def test_pages_stay_in_memory_when_no_temporary_file_can_be_written(
@@ -477,8 +479,6 @@ def test_pages_stay_in_memory_when_no_temporary_file_can_be_written(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", full)
-    service = _SlowFirst(windows=6, size=1000)
-    reader = Reader(_jobs(6), service.fetch, Gate(6, lambda: 0), name="t")
-    got = [body for _, body in reader.pages()]
-    assert got == [f"/w{i}:".encode().ljust(1000, b"x") for i in range(6)]
+    reader = _slow_first_reader()
+    assert [body for _, body in reader.pages()] == PAGES
     assert reader.spilled == 0 and reader.peak_memory_bytes == 6000
