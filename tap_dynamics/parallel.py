@@ -20,8 +20,9 @@ Bounds:
   windows do not fill the cap); only the window being handed over may go past it, so the reader
   never stalls. While the consumer is the slower side (it found its last ``capacity`` pages
   ready), at most :data:`LEAN` are held, as one chain would;
-- of the pages waiting, those of the windows after the one being handed over stay in memory up
-  to :data:`IN_MEMORY` pages' worth; the others wait in an unnamed temporary file each
+- of the pages waiting, those of the windows after the one being handed over stay in memory
+  while the pages in memory (the handed-over window's own included) weigh less than
+  :data:`IN_MEMORY` pages; the others wait in an unnamed temporary file each
   (:class:`Spilled`: in the operating system's file cache, not in the process's memory) and are
   read back when handed over. Pages wait behind the window being handed over whenever a later
   window's answers come first, which on a real organisation (seconds per page) is most of the
@@ -65,8 +66,9 @@ LEAN = PREFETCH + 1
 #: where to split the window, asking the service about a crowded second) has given its request
 #: slot back, and a spare thread sends the next request in it meanwhile.
 SPARE = 2
-#: Pages of the windows after the one being handed over that wait in memory (weighed by the
-#: largest page seen); the others wait in temporary files.
+#: Pages waiting in memory, weighed by the largest page seen (the window being handed over keeps
+#: its own pages in memory, and they count): beyond it, pages of later windows wait in temporary
+#: files.
 IN_MEMORY = 1
 #: Seconds the consumer of pages waits after taking one, so that the thread that fetched it can
 #: send the next request before the page's decoding holds the interpreter lock.
