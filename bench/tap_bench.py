@@ -309,7 +309,7 @@ def _timed_read(
         "peak_concurrency": counters["peak_concurrency"],
         "server_seconds": round(counters["server_seconds"], 1),
         "peak_rss_mb": round(peak, 1),
-        "page_server_seconds": sum(e.server_seconds or 0.0 for e in pages),
+        "page_server_seconds": round(sum(e.server_seconds or 0.0 for e in pages), 3),
     }
     run.update(check_records(out_file, keys))
     out_file.unlink()

@@ -231,7 +231,10 @@ def analytics() -> None:
 
 
 def _box(values: list[float]) -> tuple[float, float, float, float, float, float, list[float]]:
-    """Whisker ends, quartiles, mean and outliers of one group (whiskers at 1.5 IQR, as usual)."""
+    """Whisker ends, quartiles, mean and outliers of one group (whiskers at 1.5 IQR, as usual);
+    a group of one value is that value throughout."""
+    if len(values) == 1:
+        return (values[0],) * 6 + ([],)
     q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
     reach = 1.5 * (q3 - q1)
     inside = [v for v in values if q1 - reach <= v <= q3 + reach]
@@ -288,9 +291,7 @@ def chart(priorities: list[str], days: list[tuple[str, float]]) -> None:
         parts.append(text(left - 10, mid + 4, f"{label} ({len(group)})", anchor="end"))
         if not group:
             continue
-        low, q1, med, q3, high, mean, outliers = (
-            _box(group) if len(group) > 1 else (group[0],) * 6 + ([],)
-        )
+        low, q1, med, q3, high, mean, outliers = _box(group)
         half = min(18.0, row / 3)
         parts += [
             f'<line x1="{x(low):.1f}" y1="{mid}" x2="{x(q1):.1f}" y2="{mid}" stroke="black"/>',
