@@ -32,7 +32,7 @@ from tap_dynamics.formatted import (
     source_columns,
 )
 from tap_dynamics.lines import Lines, PageLines
-from tap_dynamics.pages import links_of
+from tap_dynamics.pages import Body, links_of, whole
 from tap_dynamics.parallel import chain
 from tap_dynamics.reads import (
     HttpProbes,
@@ -260,13 +260,14 @@ class DynamicsStream(Stream):
         for body, delta in chain(fetch, first_url, params, name=self.name):
             yield self._rows_of(body), delta
 
-    def _rows_of(self, body: bytes) -> list[dict[str, t.Any]]:
-        rows: list[dict[str, t.Any]] = _decode(body).get("value", [])
+    def _rows_of(self, body: Body) -> list[dict[str, t.Any]]:
+        page, kept = whole(body)
+        rows: list[dict[str, t.Any]] = _decode(page).get("value", [])[kept]
         if self.progress is not None:
             self.progress.page(len(rows))
         return rows
 
-    def _bodies(self, context: t.Mapping[str, t.Any] | None) -> Iterator[bytes]:
+    def _bodies(self, context: t.Mapping[str, t.Any] | None) -> Iterator[Body]:
         """The bodies of the pages of this read, in order: one chain, or windows read side by
         side when the service allows more than one request at a time (``tap_dynamics.reads``)."""
         start = None

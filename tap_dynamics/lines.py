@@ -22,16 +22,12 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from tap_dynamics.pages import Body, rows_of
 from tap_dynamics.writer import dumps
 
 __all__ = ["Lines", "PageLines", "Part"]
 
 
-class _Page(msgspec.Struct):
-    value: list[msgspec.Raw] = []
-
-
-_page = msgspec.json.Decoder(_Page).decode
 _object = msgspec.json.Decoder(dict[str, t.Any]).decode
 #: The leading ``"@odata.etag":"W/\"123\""`` member of a row, comma included.
 _ETAG = re.compile(rb'\{\s*"@odata\.etag"\s*:\s*"(?:[^"\\]|\\.)*"\s*,')
@@ -104,14 +100,14 @@ class Lines:
         assert self.replication_key is not None
         return _object(row).get(self.replication_key)
 
-    def page(self, body: bytes, extracted: datetime | None = None) -> PageLines | None:
+    def page(self, body: Body, extracted: datetime | None = None) -> PageLines | None:
         """The page's RECORD lines, or None when its rows are not exactly the selected columns.
 
         Args:
-            body: the page as the service sent it.
+            body: the page as the service sent it (or cut to its first rows).
             extracted: ``time_extracted`` for every record of the page (default: now).
         """
-        rows = _page(body).value
+        rows = rows_of(body)
         if not rows:
             return PageLines([], 0)
         first = _object(rows[0])

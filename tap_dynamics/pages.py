@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import typing as t
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import msgspec
 
-__all__ = ["Column", "first_rows", "links_of", "rows_of"]
+__all__ = ["Body", "Column", "Cut", "first_rows", "links_of", "rows_of", "size", "whole"]
 
 
 class _Links(msgspec.Struct):
@@ -43,6 +44,32 @@ def links_of(content: bytes) -> _Links:
     return _links(content)
 
 
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A page's first ``rows`` rows: the page as fetched and a count, not a copy of those rows
+    (a copy would hold the page and most of it again while it is made, in every thread that
+    cuts a page)."""
+
+    page: bytes
+    rows: int
+
+
+#: A page to write: as fetched, or cut to its first rows.
+Body = bytes | Cut
+#: A page of no rows.
+EMPTY = b'{"value":[]}'
+
+
+def whole(body: Body) -> tuple[bytes, slice]:
+    """The page as fetched, and which of its rows are the body's."""
+    return (body.page, slice(body.rows)) if isinstance(body, Cut) else (body, slice(None))
+
+
+def size(body: Body) -> int:
+    """The bytes a page holds."""
+    return len(body.page) if isinstance(body, Cut) else len(body)
+
+
 class _Rows(msgspec.Struct):
     value: list[msgspec.Raw] = []
 
@@ -52,9 +79,10 @@ _column_decoders: dict[str, t.Callable[[bytes], t.Any]] = {}
 V = t.TypeVar("V")
 
 
-def rows_of(content: bytes) -> list[msgspec.Raw]:
-    """The page's rows, as their bytes."""
-    return _rows(content).value
+def rows_of(content: Body) -> list[msgspec.Raw]:
+    """The page's rows, as their bytes (of a cut page, its first rows)."""
+    page, kept = whole(content)
+    return _rows(page).value[kept]
 
 
 class Column(Sequence[V | None]):
@@ -106,6 +134,6 @@ class Column(Sequence[V | None]):
         return self._seen[at]
 
 
-def first_rows(rows: list[msgspec.Raw], keep: int) -> bytes:
-    """A page of the first ``keep`` rows, without links."""
-    return b'{"value":[' + b",".join(rows[:keep]) + b"]}"  # one copy: Raw is a buffer
+def first_rows(page: bytes, keep: int) -> Body:
+    """The page's first ``keep`` rows, without its links."""
+    return Cut(page, keep) if keep else EMPTY

@@ -53,6 +53,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dynamics_api.retry import Concurrency
+from tap_dynamics.pages import Body, Cut, size
 
 __all__ = ["IN_MEMORY", "PREFETCH", "SPARE", "Gate", "Job", "Reader", "Spilled", "Stopped", "chain"]
 
@@ -78,7 +79,7 @@ HANDOFF = 0.003
 Fetch = Callable[[str, str | None], tuple[bytes, str | None]]
 #: ``refine(job, body, more) -> (body to keep, jobs for the rest) | None``: a page with a next
 #: link (``more``), or the first page of a narrowed job.
-Refine = Callable[["Job", bytes, bool], "tuple[bytes, list[Job]] | None"]
+Refine = Callable[["Job", bytes, bool], "tuple[Body, list[Job]] | None"]
 #: ``split(job) -> (its narrower label, a job for the rest of it) | None``: a job whose first
 #: request is in flight, split while a request slot would otherwise stay idle.
 Split = Callable[["Job"], "tuple[object, Job] | None"]
@@ -88,29 +89,31 @@ class Spilled:
     """A page waiting in an unnamed temporary file (``TMPDIR``; readable by this user only, and
     gone when closed or when the process ends, however it ends)."""
 
-    __slots__ = ("file", "size")
+    __slots__ = ("file", "rows", "size")
 
-    def __init__(self, body: bytes) -> None:
-        self.size = len(body)
+    def __init__(self, body: Body) -> None:
+        self.size = size(body)
+        self.rows = body.rows if isinstance(body, Cut) else None
         self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by read() or close()
         try:
-            self.file.write(body)
+            self.file.write(body.page if isinstance(body, Cut) else body)
         except BaseException:
             self.file.close()
             raise
 
-    def read(self) -> bytes:
+    def read(self) -> Body:
         """The page, once (the file is closed)."""
         with self.file:
             self.file.seek(0)
-            return self.file.read()
+            page = self.file.read()
+        return page if self.rows is None else Cut(page, self.rows)
 
     def close(self) -> None:
         self.file.close()
 
 
-def _size(page: bytes | Spilled) -> int:
-    return page.size if isinstance(page, Spilled) else len(page)
+def _size(page: Body | Spilled) -> int:
+    return page.size if isinstance(page, Spilled) else size(page)
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -126,7 +129,7 @@ class Job:
     params: str | None
     label: object = None
     in_flight: bool = False
-    pages: deque[bytes | Spilled] = field(default_factory=deque)
+    pages: deque[Body | Spilled] = field(default_factory=deque)
     requests: int = 0
     scout: bool = False
     #: An answer came (the label is no longer narrowed: only a first request's job is split).
@@ -364,6 +367,7 @@ class Reader:
                 narrowed = job.narrowed and job.requests == 0
                 self._cond.notify_all()
             more: list[Job] = []
+            kept: Body = body
             if (nxt is not None or narrowed) and self._refine is not None:
                 try:
                     refined = self._refine(job, body, nxt is not None)
@@ -376,23 +380,24 @@ class Reader:
                     self._fail(exc)
                     return
                 if refined is not None:
-                    body, more = refined
+                    kept, more = refined
                     nxt = None
                     # The tuple would keep the page alive while this thread waits for and sends
                     # its next request, long after the consumer is done with it.
                     del refined
-            page = self._spill(job, body)
+            del body  # cut to no rows, the page is let go now
+            page = self._spill(job, kept)
             with self._cond:
                 job.pages.append(page)
                 self._waiting += 1
-                self._waiting_bytes += len(body)
+                self._waiting_bytes += size(kept)
                 self.peak_waiting_bytes = max(self.peak_waiting_bytes, self._waiting_bytes)
                 if isinstance(page, Spilled):
                     self.spilled += 1
                 else:
-                    self._memory_bytes += len(body)
+                    self._memory_bytes += size(kept)
                     self.peak_memory_bytes = max(self.peak_memory_bytes, self._memory_bytes)
-                self._page_bytes = max(self._page_bytes, len(body))
+                self._page_bytes = max(self._page_bytes, size(kept))
                 job.requests += 1
                 job.url, job.params = nxt, None  # the next link is used as given
                 job.in_flight = False
@@ -403,15 +408,15 @@ class Reader:
                 self._cond.notify_all()
             # The page is the consumer's now: a worker waiting for its next request must not
             # keep it alive after the consumer is done with it.
-            del body, more, page
+            del kept, more, page
 
-    def _spill(self, job: Job, body: bytes) -> bytes | Spilled:
+    def _spill(self, job: Job, body: Body) -> Body | Spilled:
         """The page as it waits: in memory if its window is being handed over or the pages of
         later windows in memory leave room for it, else in a temporary file (in memory when the
         file cannot be written: a full disk costs memory, not the read)."""
         with self._cond:
-            room = IN_MEMORY * max(self._page_bytes, len(body)) - self._memory_bytes
-            if self._jobs[self._head] is job or len(body) <= room:
+            room = IN_MEMORY * max(self._page_bytes, size(body)) - self._memory_bytes
+            if self._jobs[self._head] is job or size(body) <= room:
                 return body
         try:
             return Spilled(body)
@@ -448,7 +453,7 @@ class Reader:
 
     # -- the consumer -------------------------------------------------------------------------
 
-    def pages(self) -> Iterator[tuple[object, bytes]]:
+    def pages(self) -> Iterator[tuple[object, Body]]:
         """``(job label, page body)`` in the jobs' order; raises what a request raised."""
         self.start()
         try:
@@ -467,7 +472,7 @@ class Reader:
                             self._waiting -= 1
                             self._waiting_bytes -= _size(page)
                             if not isinstance(page, Spilled):
-                                self._memory_bytes -= len(page)
+                                self._memory_bytes -= size(page)
                             self.lean_pages += self._cap() == LEAN
                             self._ready = 0 if waited else self._ready + 1
                             self._cond.notify_all()

@@ -29,7 +29,7 @@ import orjson
 
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
-from tap_dynamics.pages import Column, first_rows, rows_of
+from tap_dynamics.pages import Body, Column, first_rows, rows_of
 from tap_dynamics.parallel import Gate, Job, Reader
 from tap_dynamics.windows import (
     COUNT_CAP,
@@ -274,7 +274,7 @@ def parallel_bodies(
     name: str,
     stats: Callable[[], int],
     report: Callable[[Reader, HttpProbes], None],
-) -> Iterator[bytes]:
+) -> Iterator[Body]:
     """The bodies of the pages of every window, in window order."""
     assert decided.column is not None
     column = decided.column
@@ -300,7 +300,7 @@ def parallel_bodies(
     def job(window: Window) -> Job:
         return window_job(window, probes.entity_set, select=select, keys=order)
 
-    def refine(done: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
+    def refine(done: Job, body: bytes, more: bool) -> tuple[Body, list[Job]] | None:
         window = t.cast(Window, done.label)
         if window.hi is None and window.edge is None:
             return None
@@ -315,17 +315,17 @@ def parallel_bodies(
             # window split off; the rest of this one only when the page stops before them.
             below = reaches_past(window, seconds)
             if below is not None:
-                return first_rows(rows, below), []
+                return first_rows(body, below), []
             if not more:
                 return None
         cut = after_page(probes, window, seconds, page=page, pieces=2 * ceiling, created=created)
         if cut is None and done.narrowed:
             # Its next link would go past the narrowed bound: the window is asked again instead.
-            return first_rows(rows, 0), [job(window)]
+            return first_rows(body, 0), [job(window)]
         if cut is None:
             return None
         keep, rest = cut
-        return first_rows(rows, keep), [job(w) for w in rest]
+        return first_rows(body, keep), [job(w) for w in rest]
 
     def split(running: Job) -> tuple[Window, Job] | None:
         # A window of time whose first page is awaited, halved: the later half is read now (the

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tap_dynamics.lines import Lines
-from tap_dynamics.pages import Column, _links, first_rows, links_of, rows_of
+from tap_dynamics.pages import Column, Cut, _links, first_rows, links_of, rows_of, size
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ROWS = [
@@ -172,9 +172,27 @@ def test_a_page_cut_keeps_its_first_rows_as_they_were_sent() -> None:
     )
     rows = rows_of(page)
     assert list(Column(rows, "modifiedon", str)) == ["2024-01-01T00:00:01Z", None, None]
-    cut = orjson.loads(first_rows(rows, 2))
-    assert cut == {"value": orjson.loads(page)["value"][:2]}  # no next link: the chain ends
-    assert orjson.loads(first_rows(rows, 0)) == {"value": []}
+    cut = first_rows(page, 2)
+    assert isinstance(cut, Cut) and cut.page is page  # the page itself, not a copy of its rows
+    assert [msgspec.json.decode(r) for r in rows_of(cut)] == orjson.loads(page)["value"][:2]
+    assert rows_of(first_rows(page, 0)) == []
+    assert size(cut) == len(page)  # it holds the whole page while it waits
+
+
+def test_a_cut_page_becomes_the_lines_of_its_first_rows() -> None:
+    body = _page(ROWS, nextLink=NEXT)
+    lines = Lines("account", COLUMNS, "modifiedon")
+    page = lines.page(first_rows(body, 1), WHEN)
+    assert page is not None and (page.records, page.first, page.last) == (
+        1,
+        ROWS[0]["modifiedon"],
+        ROWS[0]["modifiedon"],
+    )
+    assert [m["record"] for m in _records(page.data)] == [
+        {k: v for k, v in ROWS[0].items() if k != "@odata.etag"}
+    ]
+    none = lines.page(first_rows(body, 0), WHEN)
+    assert none is not None and none.records == 0
 
 
 def test_a_column_decodes_only_the_rows_asked_for() -> None:

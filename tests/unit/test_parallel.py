@@ -12,7 +12,8 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tap_dynamics.parallel import IN_MEMORY, LEAN, PREFETCH, Gate, Job, Reader, chain
+from tap_dynamics.pages import Body, Cut
+from tap_dynamics.parallel import IN_MEMORY, LEAN, PREFETCH, Gate, Job, Reader, Spilled, chain
 
 
 class Service:
@@ -48,6 +49,11 @@ class Service:
                 self.in_flight -= 1
 
 
+def _text(body: Body) -> str:
+    assert isinstance(body, bytes)
+    return body.decode()
+
+
 def _jobs(n: int) -> Iterator[Job]:
     for i in range(n):
         yield Job(f"/w{i}", "q", label=i)
@@ -58,7 +64,7 @@ def test_pages_come_in_window_order_with_at_most_the_limit_in_flight() -> None:
     pages = [rng.randint(1, 4) for _ in range(40)]
     service = Service(pages, seed=3)
     reader = Reader(_jobs(40), service.fetch, Gate(5, lambda: 0), name="t")
-    got = [body.decode() for _, body in reader.pages()]
+    got = [_text(body) for _, body in reader.pages()]
     assert got == [f"/w{i}:{p}" for i in range(40) for p in range(pages[i])]
     assert service.peak <= 5
     assert reader.peak_in_flight <= 5
@@ -121,7 +127,7 @@ def test_a_refined_page_is_cut_and_new_jobs_follow_it_in_order() -> None:
         return None
 
     reader = Reader(_jobs(3), service.fetch, Gate(1, lambda: 0), name="t", refine=refine)
-    got = [(label, body.decode()) for label, body in reader.pages()]
+    got = [(label, _text(body)) for label, body in reader.pages()]
     assert got == [(0, "cut"), ("0.1", "/w1:0"), ("0.2", "/w2:0"), (1, "/w1:0"), (2, "/w2:0")]
     assert reader.splits == 1
     assert "/w0/p1" not in service.calls  # the rest of the cut chain is not read
@@ -463,6 +469,16 @@ def test_pages_behind_a_slow_window_wait_in_temporary_files(temp_files: list[t.A
     assert reader.peak_memory_bytes <= (IN_MEMORY + 1) * 1000
     assert reader.peak_waiting_bytes == 6000
     assert all(f.closed for f in temp_files)
+
+
+def test_a_cut_page_waits_in_a_file_as_the_page_fetched_and_comes_back_cut(
+    temp_files: list[t.Any],
+) -> None:
+    body = b'{"value":[{"a":1},{"a":2},{"a":3}],"@odata.nextLink":"x"}'
+    spilled = Spilled(Cut(body, 2))
+    assert spilled.size == len(body)
+    assert spilled.read() == Cut(body, 2) and temp_files[0].closed
+    assert Spilled(body).read() == body
 
 
 def test_a_read_stopped_early_closes_its_pages_files(temp_files: list[t.Any]) -> None:
