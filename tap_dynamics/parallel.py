@@ -68,8 +68,8 @@ LEAN = PREFETCH + 1
 #: slot back, and a spare thread sends the next request in it meanwhile.
 SPARE = 2
 #: Pages waiting in memory, weighed by the largest page seen (the window being handed over keeps
-#: its own pages in memory, and they count): beyond it, pages of later windows wait in temporary
-#: files.
+#: its own pages in memory, and they count, as do pages being looked at by ``refine``): beyond
+#: it, pages of later windows wait in temporary files.
 IN_MEMORY = 1
 #: Seconds the consumer of pages waits after taking one, so that the thread that fetched it can
 #: send the next request before the page's decoding holds the interpreter lock.
@@ -216,6 +216,7 @@ class Reader:
         self._waiting = 0  # of them, pages waiting to be handed over
         self._waiting_bytes = 0
         self._memory_bytes = 0  # of them, bytes in memory (not in temporary files)
+        self._refining_bytes = 0  # pages being looked at by refine
         self._page_bytes = 0  # the largest page seen
         self._probes_waiting = 0
         self._probes_in_flight = 0
@@ -369,6 +370,8 @@ class Reader:
             more: list[Job] = []
             kept: Body = body
             if (nxt is not None or narrowed) and self._refine is not None:
+                with self._cond:
+                    self._refining_bytes += len(body)
                 try:
                     refined = self._refine(job, body, nxt is not None)
                 except Stopped:
@@ -379,6 +382,9 @@ class Reader:
                         job.in_flight = False
                     self._fail(exc)
                     return
+                finally:
+                    with self._cond:
+                        self._refining_bytes -= len(body)
                 if refined is not None:
                     kept, more = refined
                     nxt = None
@@ -415,7 +421,11 @@ class Reader:
         later windows in memory leave room for it, else in a temporary file (in memory when the
         file cannot be written: a full disk costs memory, not the read)."""
         with self._cond:
-            room = IN_MEMORY * max(self._page_bytes, size(body)) - self._memory_bytes
+            room = (
+                IN_MEMORY * max(self._page_bytes, size(body))
+                - self._memory_bytes
+                - self._refining_bytes
+            )
             if self._jobs[self._head] is job or size(body) <= room:
                 return body
         try:

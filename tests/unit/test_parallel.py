@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import tempfile
 import threading
@@ -479,6 +480,44 @@ def test_a_cut_page_waits_in_a_file_as_the_page_fetched_and_comes_back_cut(
     assert spilled.size == len(body)
     assert spilled.read() == Cut(body, 2) and temp_files[0].closed
     assert Spilled(body).read() == body
+
+
+def test_a_page_being_refined_takes_the_room_of_a_page_in_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Window 1's first page has a next link: refine looks at it, and holds it, until the pages
+    # of windows 2-5 have come; window 0's page comes last. Without counting the page in refine,
+    # IN_MEMORY of those four would wait in memory beside it.
+    slow = _SlowFirst(windows=6, size=1000)
+    looking = threading.Event()
+    reader: Reader
+
+    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+        if url == "/w1/p1":
+            return b"/w1:1".ljust(1000, b"x"), None
+        if url not in ("/w0", "/w1"):
+            assert looking.wait(5)
+        body, _ = slow.fetch(url, params)
+        return body, "/w1/p1" if url == "/w1" else None
+
+    def refine(job: Job, body: bytes, more: bool) -> None:
+        looking.set()
+        deadline = time.monotonic() + 5
+        while reader._waiting < 4 and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    in_files: list[bytes] = []
+
+    class File(io.BytesIO):
+        def write(self, data: t.Any) -> int:
+            in_files.append(bytes(data))
+            return super().write(data)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", File)
+    reader = Reader(_jobs(6), fetch, Gate(6, lambda: 0), name="t", refine=refine)
+    got = [body for _, body in reader.pages()]
+    assert got == [*PAGES[:2], b"/w1:1".ljust(1000, b"x"), *PAGES[2:]]
+    assert set(PAGES[2:]) <= set(in_files)  # every page that came during the refine
 
 
 def test_a_read_stopped_early_closes_its_pages_files(temp_files: list[t.Any]) -> None:
