@@ -7,7 +7,7 @@ inherits that process's resident pages until it execs, and Linux counts them in 
 ``ru_maxrss``. Started from this small process instead, the command's peak is its own.
 
 The wall time is this process's too: from starting the command to its end. The benchmark's own
-process, which serves the emulator from its threads, noticed a command's end 0.2-0.4 s late in
+process, which serves the emulator from its threads, noticed a command's end 0.04-0.5 s late in
 most runs (its threads held the interpreter while the command had already ended, measured
 against this process's clock), which is neither the command's time nor the service's.
 """

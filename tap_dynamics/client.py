@@ -22,7 +22,7 @@ from singer_sdk.singerlib import CatalogEntry
 
 from dynamics_api.errors import ApiError, ConfigError, api_error
 from dynamics_api.http import DataverseClient
-from dynamics_api.odata import build_query
+from dynamics_api.odata import build_query, literal
 from dynamics_singer.progress import StreamProgress, interval_of, total_record_count, tracked
 from tap_dynamics.batches import write_batches
 from tap_dynamics.formatted import (
@@ -71,16 +71,6 @@ DELETED_AT_SCHEMA: dict[str, t.Any] = {"type": ["string", "null"], "format": "da
 def _wants_change_tracking(config: t.Mapping[str, t.Any], name: str) -> bool:
     wanted = config.get("change_tracking") or []
     return name in wanted or "*" in wanted
-
-
-def odata_datetime(value: datetime) -> str:
-    """An unquoted DateTimeOffset literal in UTC (fractions kept exactly when present)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class DynamicsStream(Stream):
@@ -198,7 +188,7 @@ class DynamicsStream(Stream):
             if start is not None:
                 # `ge`, never `gt`: rows sharing the bookmark's second are read again rather than
                 # lost (at-least-once); the target deduplicates on the key.
-                flt = f"{self.replication_key} ge {odata_datetime(start)}"
+                flt = f"{self.replication_key} ge {literal(start)}"
             pk = ",".join(f"{k} asc" for k in self.primary_keys)
             orderby = f"{self.replication_key} asc" + (f",{pk}" if pk else "")
         return build_query(select=select, filter=flt, orderby=orderby)
@@ -273,7 +263,7 @@ class DynamicsStream(Stream):
         start = None
         if self.replication_key:
             when = self.get_starting_timestamp(context)
-            start = odata_datetime(when) if when is not None else None
+            start = literal(when) if when is not None else None
         column = split_column(self.replication_key, self.schema.get("properties", {}))
         key = self.primary_keys[0] if self.primary_keys else None
         setting = self.config.get("max_parallel_requests")
