@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -51,6 +51,7 @@ from .wire import (
     is_certificate_failure,
     is_connect_failure,
     read_body,
+    read_body_into,
     read_error_body,
 )
 
@@ -199,6 +200,7 @@ class DataverseClient:
         stream: bool = False,
         idempotent: bool | None = None,
         max_retries: int | None = None,
+        into: BinaryIO | None = None,
     ) -> requests.Response:
         """Send one Web API request, retrying as the policy says, and return a successful response.
 
@@ -218,6 +220,9 @@ class DataverseClient:
                 A POST that is safe to repeat (a ``$batch`` of upserts) may pass True.
             max_retries: retries of this request at most (default: the policy's); 0 sends it
                 once, for a request whose failure does not matter (nothing is waited or logged).
+            into: a file the successful response's body is written to as it comes (from its
+                start: a body cut off and asked for again replaces what was written), instead of
+                being held in memory; the response's ``content`` is then empty.
 
         Returns:
             The response (status < 400), its body already read unless ``stream``.
@@ -226,6 +231,7 @@ class DataverseClient:
             ApiError: the service refused the request, or retries ran out.
             ConfigError: an absolute URL on another host.
             AuthError: from the token source.
+            OSError: ``into`` could not be written.
         """
         method = method.upper()
         if json is not None and data is not None:
@@ -259,8 +265,13 @@ class DataverseClient:
             if status < 400:
                 if stream:
                     return response
-                try:
-                    read_body(response)  # read here, so a cut-off body is retried
+                try:  # read here, so a cut-off body is retried
+                    if into is None:
+                        read_body(response)
+                    else:
+                        into.seek(0)
+                        into.truncate()
+                        read_body_into(response, into)
                 except NETWORK_ERRORS as exc:
                     response.close()
                     retries = self._after_network_error(
@@ -268,6 +279,9 @@ class DataverseClient:
                     )
                     token = None
                     continue
+                except BaseException:  # the file could not be written: the connection goes
+                    response.close()
+                    raise
                 return response
             error_body = read_error_body(response)
             if status == 401 and not refreshed:

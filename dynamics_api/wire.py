@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import requests
 import requests.exceptions as rex
@@ -17,6 +18,7 @@ __all__ = [
     "is_certificate_failure",
     "is_connect_failure",
     "read_body",
+    "read_body_into",
     "read_error_body",
 ]
 
@@ -119,6 +121,24 @@ def read_body(response: requests.Response) -> bytes:
     response._content_consumed = True  # type: ignore[attr-defined]
     response.raw.release_conn()
     return body
+
+
+#: Bytes per read when a body is written to a file as it comes.
+INTO_CHUNK = 1 << 20
+
+
+def read_body_into(response: requests.Response, into: BinaryIO) -> int:
+    """Write the whole body to ``into`` as it comes (from where the file stands), a megabyte at
+    a time, so that a page of tens of MB is never whole in memory; returns the bytes written.
+    The response is then as if its ``content`` had been read, and was empty."""
+    written = 0
+    for chunk in response.raw.stream(INTO_CHUNK, decode_content=True):
+        into.write(chunk)
+        written += len(chunk)
+    response._content = b""  # what requests itself sets when it reads a body
+    response._content_consumed = True  # type: ignore[attr-defined]
+    response.raw.release_conn()
+    return written
 
 
 def read_error_body(response: requests.Response) -> bytes:

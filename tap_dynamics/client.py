@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import msgspec
+import requests
 import singer_sdk.singerlib as singer
 from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
@@ -25,6 +26,7 @@ from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query, literal
 from dynamics_singer.progress import StreamProgress, interval_of, total_record_count, tracked
 from tap_dynamics.batches import write_batches
+from tap_dynamics.chain import chain
 from tap_dynamics.formatted import (
     formatted_columns,
     make_row_transform,
@@ -32,8 +34,7 @@ from tap_dynamics.formatted import (
     source_columns,
 )
 from tap_dynamics.lines import Lines, PageLines
-from tap_dynamics.pages import Body, links_of, whole
-from tap_dynamics.parallel import chain
+from tap_dynamics.pages import Body, links_in_file, links_of, whole
 from tap_dynamics.reads import (
     HttpProbes,
     ReadPlan,
@@ -205,14 +206,39 @@ class DynamicsStream(Stream):
     def _fetch(
         self, url: str, params: str | None, *, track_changes: bool
     ) -> tuple[bytes, str | None, str | None]:
-        """One page: (its raw JSON body, next link, delta link). A page too big for the service
-        is asked for again with a smaller page size; the paging cookie is a position, not a page
-        number, so no row is skipped or repeated."""
+        """One page: (its raw JSON body, next link, delta link)."""
+        content = self._request_page(url, params, track_changes=track_changes).content
+        # Only the links are read here (the fetching thread); the rows are decoded by the
+        # thread that writes them, so pages wait in the queue as compact bytes.
+        links = links_of(content)
+        return content, links.next, links.delta
+
+    def _fetch_into(
+        self, url: str, params: str | None, into: t.BinaryIO | None
+    ) -> tuple[bytes | None, str | None]:
+        """One page of a window (``tap_dynamics.parallel.Fetch``): (its raw JSON body, next
+        link), or (None, next link) when the body was written to ``into`` as it came."""
+        if into is None:
+            return self._fetch_page(url, params)[:2]
+        self._request_page(url, params, track_changes=False, into=into)
+        return None, links_in_file(into, into.tell()).next
+
+    def _request_page(
+        self,
+        url: str,
+        params: str | None,
+        *,
+        track_changes: bool,
+        into: t.BinaryIO | None = None,
+    ) -> requests.Response:
+        """The answer of one page's request, its body read (or written to ``into``). A page too
+        big for the service is asked for again with a smaller page size; the paging cookie is a
+        position, not a page number, so no row is skipped or repeated."""
         while True:
             headers = {"Prefer": self.prefer_header(track_changes=track_changes)}
             try:
-                resp = self.client.request(
-                    "GET", url, params=params, headers=headers, entity=self.name
+                return self.client.request(
+                    "GET", url, params=params, headers=headers, entity=self.name, into=into
                 )
             except ApiError as err:
                 if err.code.lower() != RESPONSE_TOO_BIG or self._page_size <= MIN_PAGE_SIZE:
@@ -231,12 +257,6 @@ class DynamicsStream(Stream):
                     smaller,
                 )
                 self._page_size = smaller
-                continue
-            content = resp.content
-            # Only the links are read here (the fetching thread); the rows are decoded by the
-            # thread that writes them, so pages wait in the queue as compact bytes.
-            links = links_of(content)
-            return content, links.next, links.delta
 
     def _pages(
         self, first_url: str, params: str | None, *, track_changes: bool = False
@@ -302,7 +322,7 @@ class DynamicsStream(Stream):
             expected_rows=total,
             select=",".join(self.source_columns()),
             keys=self.primary_keys,
-            fetch=lambda url, p: self._fetch_page(url, p)[:2],
+            fetch=self._fetch_into,
             name=self.name,
             stats=lambda: self.client.stats.throttled_waits,
             report=lambda reader, p: self.logger.info(

@@ -10,13 +10,26 @@ thousands.
 
 from __future__ import annotations
 
+import tempfile
 import typing as t
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-__all__ = ["Body", "Column", "Cut", "first_rows", "links_of", "rows_of", "size", "whole"]
+__all__ = [
+    "Body",
+    "Column",
+    "Cut",
+    "Spilled",
+    "first_rows",
+    "links_in_file",
+    "links_of",
+    "rows_of",
+    "size",
+    "waiting_size",
+    "whole",
+]
 
 
 class _Links(msgspec.Struct):
@@ -30,18 +43,49 @@ _VALUE = b'"value":'
 _LINK_NAMES = (b'"@odata.nextLink"', b'"@odata.deltaLink"')
 
 
+#: Bytes of a page's start where its rows begin, and of its end read for its links.
+_EDGE = 1 << 16
+
+
+def _links_after_rows(head: bytes, tail: bytes, tail_at: int) -> _Links | None:
+    """The links after the rows, from the page's first bytes and its last ones (which start at
+    ``tail_at``), when the page has the service's shape (context, rows, then the links); None
+    when it has not, or a "]" inside the links themselves hides the rows' end."""
+    start = head.find(_VALUE, 0, _EDGE)
+    close = tail.rfind(b"]")
+    if (
+        start > 0
+        and close >= 0
+        and tail_at + close > start
+        and not any(n in head[:start] for n in _LINK_NAMES)
+    ):
+        try:
+            return _links(b'{"_":0' + tail[close + 1 :])
+        except msgspec.DecodeError:
+            pass
+    return None
+
+
 def links_of(content: bytes) -> _Links:
     """The page's next and delta links, read from the bytes after the rows when the page has
-    the service's shape (context, rows, then the links), so that the fetching thread does not
-    scan tens of MB before it sends the next request; otherwise from the whole page."""
-    head = content.find(_VALUE, 0, 1 << 16)
-    close = content.rfind(b"]")
-    if head > 0 and close > head and not any(n in content[:head] for n in _LINK_NAMES):
-        try:
-            return _links(b'{"_":0' + content[close + 1 :])
-        except msgspec.DecodeError:
-            pass  # a "]" inside the links themselves: read the whole page
-    return _links(content)
+    the service's shape, so that the fetching thread does not scan tens of MB before it sends
+    the next request; otherwise from the whole page."""
+    found = _links_after_rows(content, content, 0)
+    return found if found is not None else _links(content)
+
+
+def links_in_file(file: t.BinaryIO, length: int) -> _Links:
+    """The links of a page of ``length`` bytes written to ``file``: from its first and last
+    bytes as :func:`links_of` finds them (the whole page is read only when that fails)."""
+    if length > 2 * _EDGE:
+        file.seek(0)
+        head = file.read(_EDGE)
+        file.seek(length - _EDGE)
+        found = _links_after_rows(head, file.read(_EDGE), length - _EDGE)
+        if found is not None:
+            return found
+    file.seek(0)
+    return links_of(file.read(length))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +181,46 @@ class Column(Sequence[V | None]):
 def first_rows(page: bytes, keep: int) -> Body:
     """The page's first ``keep`` rows, without its links."""
     return Cut(page, keep) if keep else EMPTY
+
+
+class Spilled:
+    """A page waiting in an unnamed temporary file (``TMPDIR``; readable by this user only, and
+    gone when closed or when the process ends, however it ends)."""
+
+    __slots__ = ("file", "rows", "size")
+
+    def __init__(self, file: t.BinaryIO, length: int, rows: int | None = None) -> None:
+        self.file = file
+        self.size = length
+        self.rows = rows  # a cut page's rows kept
+
+    @staticmethod
+    def new_file() -> t.BinaryIO:
+        """An unnamed temporary file for a page (closed by :meth:`read` or :meth:`close`)."""
+        return tempfile.TemporaryFile()
+
+    @classmethod
+    def of(cls, body: Body) -> Spilled:
+        """``body`` written to a temporary file."""
+        file = cls.new_file()
+        try:
+            file.write(body.page if isinstance(body, Cut) else body)
+        except BaseException:
+            file.close()
+            raise
+        return cls(file, size(body), body.rows if isinstance(body, Cut) else None)
+
+    def read(self) -> Body:
+        """The page, once (the file is closed)."""
+        with self.file:
+            self.file.seek(0)
+            page = self.file.read()
+        return page if self.rows is None else Cut(page, self.rows)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def waiting_size(page: Body | Spilled) -> int:
+    """The bytes a page holds, waiting in memory or in its file."""
+    return page.size if isinstance(page, Spilled) else size(page)

@@ -20,19 +20,21 @@ Bounds:
   windows do not fill the cap); only the window being handed over may go past it, so the reader
   never stalls. While the consumer is the slower side (it found its last ``capacity`` pages
   ready), at most :data:`LEAN` are held, as one chain would;
-- of the pages waiting, those of the windows after the one being handed over stay in memory
-  while the pages in memory (the handed-over window's own included) weigh less than
-  :data:`IN_MEMORY` pages; the others wait in an unnamed temporary file each
-  (:class:`Spilled`: in the operating system's file cache, not in the process's memory) and are
-  read back when handed over. Pages wait behind the window being handed over whenever a later
-  window's answers come first, which on a real organisation (seconds per page) is most of the
-  time: in memory, they made the peak grow with the table (130 MB of pages waiting at 1,000,000
-  rows).
+- a page of a window after the one being handed over is written, as it comes, to an unnamed
+  temporary file of its own (:class:`Spilled`: in the operating system's file cache, not in the
+  process's memory) and read back when handed over: neither the requests in flight nor the pages
+  waiting hold memory as they grow in number (pages wait behind the window being handed over
+  whenever a later window's answers come first, which on a real organisation, seconds per page,
+  is most of the time). The window being handed over reads its pages in memory. Where no file
+  can be made or written, pages wait in memory, those of later windows while the pages in
+  memory weigh less than :data:`IN_MEMORY` pages, and in files beyond it.
 
 A window may turn out to hold more than a page: ``refine`` looks at its page when it comes with
 a next link and may cut the page and put new windows right after it (in place of the rest of the
-chain). The probes ``refine`` makes take a slot (:meth:`Reader.slot`) before any page request
-waiting for one, at most a quarter of the slots (at least two) at a time.
+chain). It looks at one page at a time: a page written to its file is read back when its turn
+comes, and waits, cut or not, in that file again. The probes ``refine`` makes take a slot
+(:meth:`Reader.slot`) before any page request waiting for one, at most a quarter of the slots
+(at least two) at a time.
 
 When a slot is free and no job has a request to make (at the table's end, the last windows'
 first pages in flight), ``split`` may cut the last job whose first page is awaited: it keeps the
@@ -42,8 +44,6 @@ is not split again.
 
 from __future__ import annotations
 
-import queue
-import tempfile
 import threading
 import time
 import typing as t
@@ -53,9 +53,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dynamics_api.retry import Concurrency
-from tap_dynamics.pages import Body, Cut, size
+from dynamics_api.wire import NETWORK_ERRORS
+from tap_dynamics.pages import Body, Cut, Spilled, size, waiting_size
 
-__all__ = ["IN_MEMORY", "PREFETCH", "SPARE", "Gate", "Job", "Reader", "Spilled", "Stopped", "chain"]
+__all__ = [
+    "IN_MEMORY",
+    "PREFETCH",
+    "SPARE",
+    "Fetch",
+    "Gate",
+    "Job",
+    "Reader",
+    "Stopped",
+]
 
 #: Pages held beyond one per request in flight.
 PREFETCH = 2
@@ -69,51 +79,22 @@ LEAN = PREFETCH + 1
 SPARE = 2
 #: Pages waiting in memory, weighed by the largest page seen (the window being handed over keeps
 #: its own pages in memory, and they count, as do pages being looked at by ``refine``): beyond
-#: it, pages of later windows wait in temporary files.
+#: it, pages of later windows kept in memory (no file could be made as they came) wait in
+#: temporary files.
 IN_MEMORY = 1
 #: Seconds the consumer of pages waits after taking one, so that the thread that fetched it can
 #: send the next request before the page's decoding holds the interpreter lock.
 HANDOFF = 0.003
 
-#: ``fetch(url, params) -> (body, next link)``: one page of a chain.
-Fetch = Callable[[str, str | None], tuple[bytes, str | None]]
+#: ``fetch(url, params, into) -> (body, next link)``: one page of a chain; when ``into`` (a
+#: file) is given, the body is written to it as it comes and None is given instead of it.
+Fetch = Callable[[str, str | None, t.BinaryIO | None], tuple[bytes | None, str | None]]
 #: ``refine(job, body, more) -> (body to keep, jobs for the rest) | None``: a page with a next
 #: link (``more``), or the first page of a narrowed job.
 Refine = Callable[["Job", bytes, bool], "tuple[Body, list[Job]] | None"]
 #: ``split(job) -> (its narrower label, a job for the rest of it) | None``: a job whose first
 #: request is in flight, split while a request slot would otherwise stay idle.
 Split = Callable[["Job"], "tuple[object, Job] | None"]
-
-
-class Spilled:
-    """A page waiting in an unnamed temporary file (``TMPDIR``; readable by this user only, and
-    gone when closed or when the process ends, however it ends)."""
-
-    __slots__ = ("file", "rows", "size")
-
-    def __init__(self, body: Body) -> None:
-        self.size = size(body)
-        self.rows = body.rows if isinstance(body, Cut) else None
-        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by read() or close()
-        try:
-            self.file.write(body.page if isinstance(body, Cut) else body)
-        except BaseException:
-            self.file.close()
-            raise
-
-    def read(self) -> Body:
-        """The page, once (the file is closed)."""
-        with self.file:
-            self.file.seek(0)
-            page = self.file.read()
-        return page if self.rows is None else Cut(page, self.rows)
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _size(page: Body | Spilled) -> int:
-    return page.size if isinstance(page, Spilled) else size(page)
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -217,6 +198,7 @@ class Reader:
         self._waiting_bytes = 0
         self._memory_bytes = 0  # of them, bytes in memory (not in temporary files)
         self._refining_bytes = 0  # pages being looked at by refine
+        self._looking = threading.Lock()  # refine looks at one page at a time
         self._page_bytes = 0  # the largest page seen
         self._probes_waiting = 0
         self._probes_in_flight = 0
@@ -350,9 +332,13 @@ class Reader:
                 self._held += 1
                 self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
                 url, params = job.url, job.params
+                # A page of a later window is written to a temporary file as it comes, so that
+                # the requests in flight hold no page in memory but the window's being handed
+                # over (the service's hint may allow 16 at once, of pages of tens of MB).
+                to_file = self._jobs[self._head] is not job
                 started = self.gate.start()
             try:
-                body, nxt = self._fetch(url, params)
+                body, nxt, into = self._fetch_page(url, params, to_file)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 with self._cond:
                     self._in_flight -= 1
@@ -368,12 +354,10 @@ class Reader:
                 narrowed = job.narrowed and job.requests == 0
                 self._cond.notify_all()
             more: list[Job] = []
-            kept: Body = body
+            page: Body | Spilled
             if (nxt is not None or narrowed) and self._refine is not None:
-                with self._cond:
-                    self._refining_bytes += len(body)
                 try:
-                    refined = self._refine(job, body, nxt is not None)
+                    page, refined = self._look(job, body, into, nxt is not None)
                 except Stopped:
                     return
                 except BaseException as exc:  # noqa: BLE001 - handed to the consumer
@@ -382,28 +366,26 @@ class Reader:
                         job.in_flight = False
                     self._fail(exc)
                     return
-                finally:
-                    with self._cond:
-                        self._refining_bytes -= len(body)
                 if refined is not None:
-                    kept, more = refined
-                    nxt = None
-                    # The tuple would keep the page alive while this thread waits for and sends
-                    # its next request, long after the consumer is done with it.
-                    del refined
-            del body  # cut to no rows, the page is let go now
-            page = self._spill(job, kept)
+                    more, nxt = refined, None
+                del refined
+            elif into is not None:
+                page = Spilled(into, into.tell())
+            else:
+                assert body is not None
+                page = self._spill(job, body)
+            del body
             with self._cond:
                 job.pages.append(page)
                 self._waiting += 1
-                self._waiting_bytes += size(kept)
+                self._waiting_bytes += waiting_size(page)
                 self.peak_waiting_bytes = max(self.peak_waiting_bytes, self._waiting_bytes)
                 if isinstance(page, Spilled):
                     self.spilled += 1
                 else:
-                    self._memory_bytes += size(kept)
+                    self._memory_bytes += size(page)
                     self.peak_memory_bytes = max(self.peak_memory_bytes, self._memory_bytes)
-                self._page_bytes = max(self._page_bytes, size(kept))
+                self._page_bytes = max(self._page_bytes, waiting_size(page))
                 job.requests += 1
                 job.url, job.params = nxt, None  # the next link is used as given
                 job.in_flight = False
@@ -414,7 +396,73 @@ class Reader:
                 self._cond.notify_all()
             # The page is the consumer's now: a worker waiting for its next request must not
             # keep it alive after the consumer is done with it.
-            del kept, more, page
+            del more, page
+
+    def _look(
+        self, job: Job, body: bytes | None, into: t.BinaryIO | None, more: bool
+    ) -> tuple[Body | Spilled, list[Job] | None]:
+        """``refine``, one page at a time (a page written to its file as it came is read back
+        only when its turn comes, so that pages waiting to be looked at hold no memory):
+        the page as it waits, and the jobs for the rest of its window (None: not refined)."""
+        assert self._refine is not None
+        try:
+            with self._looking:
+                if into is not None:
+                    into.seek(0)
+                    body = into.read()
+                assert body is not None
+                with self._cond:
+                    self._refining_bytes += len(body)
+                try:
+                    refined = self._refine(job, body, more)
+                finally:
+                    with self._cond:
+                        self._refining_bytes -= len(body)
+        except BaseException:
+            if into is not None:
+                into.close()
+            raise
+        kept, jobs = (body, None) if refined is None else refined
+        del refined
+        if into is not None:
+            # Kept whole or cut: it waits in the file it was written to as it came.
+            if kept is body:
+                return Spilled(into, len(body)), jobs
+            if isinstance(kept, Cut) and kept.page is body:
+                return Spilled(into, len(body), kept.rows), jobs
+            into.close()
+        del body  # cut to no rows, the page is let go now
+        return self._spill(job, kept), jobs
+
+    def _fetch_page(
+        self, url: str, params: str | None, to_file: bool
+    ) -> tuple[bytes | None, str | None, t.BinaryIO | None]:
+        """``fetch``, into a new temporary file when ``to_file`` (then the body is None and the
+        file is given back); in memory when no file can be made or written (a full disk costs
+        memory and, when the body was on its way, its request again, not the read)."""
+        into = None
+        if to_file:
+            try:
+                into = Spilled.new_file()
+            except OSError:
+                into = None
+        try:
+            body, nxt = self._fetch(url, params, into)
+        except OSError as exc:
+            if into is None:
+                raise
+            into.close()
+            if isinstance(exc, NETWORK_ERRORS):
+                raise
+            return *self._fetch(url, params, None), None
+        except BaseException:
+            if into is not None:
+                into.close()
+            raise
+        if body is not None and into is not None:  # a fetch that kept the body in memory
+            into.close()
+            into = None
+        return body, nxt, into
 
     def _spill(self, job: Job, body: Body) -> Body | Spilled:
         """The page as it waits: in memory if its window is being handed over or the pages of
@@ -429,7 +477,7 @@ class Reader:
             if self._jobs[self._head] is job or size(body) <= room:
                 return body
         try:
-            return Spilled(body)
+            return Spilled.of(body)
         except OSError:
             return body
 
@@ -480,7 +528,7 @@ class Reader:
                             page = job.pages.popleft()
                             self._held -= 1
                             self._waiting -= 1
-                            self._waiting_bytes -= _size(page)
+                            self._waiting_bytes -= waiting_size(page)
                             if not isinstance(page, Spilled):
                                 self._memory_bytes -= size(page)
                             self.lean_pages += self._cap() == LEAN
@@ -501,57 +549,3 @@ class Reader:
                 del body  # not kept while waiting for the next page
         finally:
             self.close()
-
-
-def chain(
-    fetch: Callable[[str, str | None], tuple[bytes, str | None, str | None]],
-    url: str,
-    params: str | None,
-    *,
-    name: str,
-    prefetch: int = PREFETCH,
-) -> Iterator[tuple[bytes, str | None]]:
-    """One ``@odata.nextLink`` chain, one request at a time: ``(body, delta link)`` per page.
-
-    The next request leaves as soon as the page's links are read (a thread fetches while the
-    caller works on the pages before it, at most ``prefetch`` pages ahead).
-    """
-    results: queue.Queue[tuple[str, t.Any]] = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def producer() -> None:
-        nxt: str | None = url
-        p = params
-        try:
-            while nxt and not stop.is_set():
-                body, nxt, delta = fetch(nxt, p)
-                results.put(("page", (body, delta)))
-                del body  # not kept during the next request
-                p = None  # the next link is used as given
-            results.put(("done", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
-            results.put(("error", exc))
-
-    worker = threading.Thread(target=producer, name=f"fetch-{name}", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, item = results.get()
-            if kind == "page":
-                # Let the fetching thread send the next request before this thread takes the GIL
-                # for the page (decoding holds it for tens of ms at a time).
-                time.sleep(HANDOFF)
-                yield item
-                del item  # not kept while waiting for the next page
-            elif kind == "done":
-                return
-            else:
-                raise item
-    finally:
-        stop.set()
-        # Unblock a producer waiting on a full queue, then let it finish.
-        while worker.is_alive():
-            try:
-                results.get_nowait()
-            except queue.Empty:
-                worker.join(timeout=0.05)

@@ -30,7 +30,7 @@ import orjson
 from dynamics_api.http import DataverseClient
 from dynamics_api.odata import build_query
 from tap_dynamics.pages import Body, Column, first_rows, rows_of
-from tap_dynamics.parallel import Gate, Job, Reader
+from tap_dynamics.parallel import Fetch, Gate, Job, Reader
 from tap_dynamics.windows import (
     COUNT_CAP,
     SECOND_COLUMN,
@@ -270,7 +270,7 @@ def parallel_bodies(
     expected_rows: int | None,
     select: str,
     keys: t.Sequence[str],
-    fetch: Callable[[str, str | None], tuple[bytes, str | None]],
+    fetch: Fetch,
     name: str,
     stats: Callable[[], int],
     report: Callable[[Reader, HttpProbes], None],

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msal
@@ -276,6 +277,22 @@ def test_broken_connections_are_retried(
     assert sleeps == [1.0]
     assert [e.fault for e in logged(emu, "/accounts", 2)] == [kind, None]
     assert client.stats.snapshot()["network_errors"] == 1
+
+
+def test_a_body_cut_off_while_written_to_a_file_is_written_again_from_its_start(
+    emu: Emulator, client: DataverseClient, sleeps: Sleeps, tmp_path: Path
+) -> None:
+    # The emulator sends half the body, then drops the connection: the page asked for again
+    # replaces what was written of it.
+    expected = client.request("GET", "accounts", params=build_query(select=["name"])).content
+    emu.faults.script([Fault("truncate")])
+    with (tmp_path / "page").open("w+b") as into:
+        response = client.request("GET", "accounts", params=build_query(select=["name"]), into=into)
+        assert into.tell() == len(expected) and response.content == b""
+        into.seek(0)
+        assert into.read() == expected
+    assert sleeps == [1.0]
+    assert [e.fault for e in logged(emu, "/accounts", 3)][1:] == ["truncate", None]
 
 
 def test_slow_response_past_read_timeout_is_retried(

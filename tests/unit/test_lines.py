@@ -5,13 +5,23 @@ from __future__ import annotations
 import bisect
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
 import orjson
 import pytest
 
 from tap_dynamics.lines import Lines
-from tap_dynamics.pages import Column, Cut, _links, first_rows, links_of, rows_of, size
+from tap_dynamics.pages import (
+    Column,
+    Cut,
+    _links,
+    first_rows,
+    links_in_file,
+    links_of,
+    rows_of,
+    size,
+)
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ROWS = [
@@ -146,6 +156,31 @@ NEXT = "https://org/api/data/v9.2/accounts?$select=name&$skiptoken=%3Ccookie%20p
 )
 def test_links_from_the_tail_are_the_links_of_the_whole_page(body: bytes) -> None:
     assert links_of(body) == _links(body)
+
+
+@pytest.mark.parametrize("filler", [0, 70_000, 300_000])
+@pytest.mark.parametrize(
+    "links",
+    [
+        {"nextLink": NEXT},
+        {"deltaLink": NEXT + "]"},
+        {},
+        {"nextLink": "x" * 100_000},  # links longer than the tail read: the whole page is
+    ],
+)
+def test_links_in_a_file_are_the_links_of_the_whole_page(
+    filler: int, links: dict[str, str], tmp_path: Path
+) -> None:
+    # Pages small and big (their first and last bytes are read, not the rows between).
+    rows = [*ROWS, {"name": "]" * filler}] if filler else ROWS
+    body = _page(rows, **links)
+    with (tmp_path / "page").open("w+b") as file:
+        file.write(body)
+        assert links_in_file(file, len(body)) == _links(body)
+    head_first = b'{"@odata.nextLink":"n","value":[{"a":"' + b"]" * 200_000 + b'"}]}'
+    with (tmp_path / "other").open("w+b") as file:
+        file.write(head_first)
+        assert links_in_file(file, len(head_first)).next == "n"
 
 
 def test_links_are_found_without_reading_the_rows() -> None:

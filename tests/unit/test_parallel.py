@@ -13,8 +13,19 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tap_dynamics.pages import Body, Cut
-from tap_dynamics.parallel import IN_MEMORY, LEAN, PREFETCH, Gate, Job, Reader, Spilled, chain
+from tap_dynamics.chain import chain
+from tap_dynamics.pages import Body, Cut, Spilled
+from tap_dynamics.parallel import LEAN, PREFETCH, Gate, Job, Reader
+
+
+def _answer(
+    body: bytes, nxt: str | None, into: t.BinaryIO | None
+) -> tuple[bytes | None, str | None]:
+    """As the tap's client answers: the body written to ``into`` when one is given."""
+    if into is None:
+        return body, nxt
+    into.write(body)
+    return None, nxt
 
 
 class Service:
@@ -31,7 +42,9 @@ class Service:
         self.fail_at = fail_at
         self.throttles = 0
 
-    def fetch(self, url: str, params: str | None) -> tuple[bytes, str | None]:
+    def fetch(
+        self, url: str, params: str | None, into: t.BinaryIO | None = None
+    ) -> tuple[bytes | None, str | None]:
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
@@ -44,7 +57,8 @@ class Service:
             window, _, page = url.partition("/p")
             n = int(page or 0)
             last = self.pages[int(window[2:])] - 1
-            return f"{window}:{n}".encode(), None if n >= last else f"{window}/p{n + 1}"
+            nxt = None if n >= last else f"{window}/p{n + 1}"
+            return _answer(f"{window}:{n}".encode(), nxt, into)
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -105,7 +119,7 @@ def test_small_pages_count_by_their_bytes_against_the_cap() -> None:
     # Window 0 is slow; the others are tiny: their pages wait, weighed against the largest page.
     big = b"x" * 10_000
 
-    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
         if url == "/w0":
             time.sleep(0.3)
             return big, None
@@ -144,7 +158,7 @@ def test_requests_go_on_in_the_slot_of_a_thread_looking_at_its_page() -> None:
     go = threading.Event()
     both: list[bool] = []
 
-    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
         if not url.startswith("/w0"):
             assert go.wait(10)
         return service.fetch(url, params)
@@ -175,7 +189,7 @@ def test_an_idle_slot_splits_the_last_window_whose_first_page_is_awaited() -> No
     looked: list[tuple[object, bool]] = []
     asked: list[object] = []
 
-    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
         if url == "/w0":
             rest_first.append(rest_sent.wait(5))
             return b"w0 all", None
@@ -204,7 +218,7 @@ def test_no_split_while_jobs_have_requests_to_make() -> None:
     idle: list[bool] = []  # at each split offered: no job had a request to make
     offered = threading.Event()
 
-    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
         if url == "/w11":  # the last window's first page comes once a split was offered
             offered.wait(5)
         return service.fetch(url, params)
@@ -357,7 +371,7 @@ def _held_back(
     is watched in ``made``."""
     asked, release = threading.Event(), threading.Event()
 
-    def fetch(url: str, params: str | None) -> tuple[_Body, str | None]:
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[_Body, str | None]:
         if url == held:
             asked.set()
             release.wait(30)  # longer than _let_go waits: released by the test
@@ -428,7 +442,9 @@ class _SlowFirst:
         self.windows, self.size = windows, size
         self.others = threading.Semaphore(0)
 
-    def fetch(self, url: str, params: str | None) -> tuple[bytes, str | None]:
+    def fetch(
+        self, url: str, params: str | None, into: t.BinaryIO | None = None
+    ) -> tuple[bytes | None, str | None]:
         i = int(url[2:])
         if i == 0:
             for _ in range(self.windows - 1):
@@ -436,7 +452,7 @@ class _SlowFirst:
         body = (url + ":").encode().ljust(self.size, b"x")
         if i:
             self.others.release()
-        return body, None
+        return _answer(body, None, into)
 
 
 @pytest.fixture
@@ -461,25 +477,84 @@ def _slow_first_reader() -> Reader:
 PAGES = [f"/w{i}:".encode().ljust(1000, b"x") for i in range(6)]
 
 
-def test_pages_behind_a_slow_window_wait_in_temporary_files(temp_files: list[t.Any]) -> None:
+def test_pages_of_later_windows_are_written_to_temporary_files_as_they_come(
+    temp_files: list[t.Any],
+) -> None:
     reader = _slow_first_reader()
     assert [body for _, body in reader.pages()] == PAGES
-    # Five pages waited for window 0: IN_MEMORY of them in memory, the others in files.
-    assert reader.spilled == 5 - IN_MEMORY and len(temp_files) == reader.spilled
-    # In memory at most: IN_MEMORY pages of later windows, and window 0's own page.
-    assert reader.peak_memory_bytes <= (IN_MEMORY + 1) * 1000
+    # Five pages waited for window 0, each written to its file by the request that brought it;
+    # only window 0's own page was ever in memory.
+    assert reader.spilled == 5 and len(temp_files) == 5
+    assert reader.peak_memory_bytes <= 1000
     assert reader.peak_waiting_bytes == 6000
     assert all(f.closed for f in temp_files)
+
+
+def test_a_page_that_cannot_be_written_to_its_file_is_asked_for_again_in_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[io.BytesIO] = []
+
+    class Full(io.BytesIO):
+        def write(self, data: t.Any) -> int:
+            raise OSError(28, "No space left on device")
+
+    def full() -> io.BytesIO:
+        made.append(Full())
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    slow = _SlowFirst(windows=6, size=1000)
+    calls: list[str] = []
+
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes | None, str | None]:
+        calls.append(url)
+        if into is not None:
+            into.write(b"part")  # fails, as a full disk does
+        return slow.fetch(url, params, into)
+
+    reader = Reader(_jobs(6), fetch, Gate(6, lambda: 0), name="t")
+    assert [body for _, body in reader.pages()] == PAGES
+    # Each later window's request was sent again, its page kept in memory; no file left open.
+    assert sorted(calls) == sorted(["/w0", *[f"/w{i}" for i in range(1, 6) for _ in "ab"]])
+    assert len(made) >= 5 and all(f.closed for f in made)
+    assert reader.spilled == 0  # no file could take them afterwards either
+
+
+def test_a_page_written_to_its_file_is_looked_at_by_refine_as_its_bytes(
+    temp_files: list[t.Any],
+) -> None:
+    # Window 1's first page comes with a next link while window 0's is awaited: it was written
+    # to a file as it came, and refine is given its bytes.
+    service = Service([1, 2])
+    asked = threading.Event()
+    seen: list[tuple[object, bytes]] = []
+
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes | None, str | None]:
+        if url == "/w0":
+            assert asked.wait(5)
+        if url == "/w1":
+            assert into is not None
+            asked.set()
+        return service.fetch(url, params, into)
+
+    def refine(job: Job, body: bytes, more: bool) -> None:
+        seen.append((job.label, body))
+
+    reader = Reader(_jobs(2), fetch, Gate(2, lambda: 0), name="t", refine=refine)
+    assert [_text(body) for _, body in reader.pages()] == ["/w0:0", "/w1:0", "/w1:1"]
+    assert seen == [(1, b"/w1:0")]
+    assert temp_files and all(f.closed for f in temp_files)
 
 
 def test_a_cut_page_waits_in_a_file_as_the_page_fetched_and_comes_back_cut(
     temp_files: list[t.Any],
 ) -> None:
     body = b'{"value":[{"a":1},{"a":2},{"a":3}],"@odata.nextLink":"x"}'
-    spilled = Spilled(Cut(body, 2))
+    spilled = Spilled.of(Cut(body, 2))
     assert spilled.size == len(body)
     assert spilled.read() == Cut(body, 2) and temp_files[0].closed
-    assert Spilled(body).read() == body
+    assert Spilled.of(body).read() == body
 
 
 def test_a_page_being_refined_takes_the_room_of_a_page_in_memory(
@@ -492,7 +567,7 @@ def test_a_page_being_refined_takes_the_room_of_a_page_in_memory(
     looking = threading.Event()
     reader: Reader
 
-    def fetch(url: str, params: str | None) -> tuple[bytes, str | None]:
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
         if url == "/w1/p1":
             return b"/w1:1".ljust(1000, b"x"), None
         if url not in ("/w0", "/w1"):

@@ -11,7 +11,7 @@ import io
 import requests
 import urllib3
 
-from dynamics_api.wire import read_body
+from dynamics_api.wire import INTO_CHUNK, read_body, read_body_into
 
 PAGE = b'{"value":[' + b",".join(b'{"name":"row %d"}' % i for i in range(2000)) + b"]}"
 
@@ -42,3 +42,17 @@ def test_a_gzip_body_comes_decoded() -> None:
     packed = gzip.compress(PAGE)
     response = _response(packed, {"Content-Length": str(len(packed)), "Content-Encoding": "gzip"})
     assert read_body(response) == PAGE
+
+
+def test_a_body_written_to_a_file_comes_whole_and_decoded() -> None:
+    big = PAGE * (2 * INTO_CHUNK // len(PAGE) + 1)  # more than one read of the file's chunk
+    for body, headers in (
+        (big, {"Content-Length": str(len(big))}),
+        (gzip.compress(big), {"Content-Encoding": "gzip"}),
+    ):
+        response = _response(body, headers)
+        into = io.BytesIO(b"kept")
+        into.seek(4)  # written from where the file stands
+        assert read_body_into(response, into) == len(big)
+        assert into.getvalue() == b"kept" + big
+        assert response.content == b""  # the body is the file's, not read again
