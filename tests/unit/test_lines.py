@@ -172,7 +172,7 @@ def test_links_in_a_file_are_the_links_of_the_whole_page(
     filler: int, links: dict[str, str], tmp_path: Path
 ) -> None:
     # Pages small and big (their first and last bytes are read, not the rows between).
-    rows = [*ROWS, {"name": "]" * filler}] if filler else ROWS
+    rows: list[dict[str, object]] = [*ROWS, {"name": "]" * filler}] if filler else ROWS
     body = _page(rows, **links)
     with (tmp_path / "page").open("w+b") as file:
         file.write(body)

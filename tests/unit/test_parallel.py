@@ -158,10 +158,10 @@ def test_requests_go_on_in_the_slot_of_a_thread_looking_at_its_page() -> None:
     go = threading.Event()
     both: list[bool] = []
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes | None, str | None]:
         if not url.startswith("/w0"):
             assert go.wait(10)
-        return service.fetch(url, params)
+        return service.fetch(url, params, into)
 
     def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
         if job.label == 0:
@@ -218,10 +218,10 @@ def test_no_split_while_jobs_have_requests_to_make() -> None:
     idle: list[bool] = []  # at each split offered: no job had a request to make
     offered = threading.Event()
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
+    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes | None, str | None]:
         if url == "/w11":  # the last window's first page comes once a split was offered
             offered.wait(5)
-        return service.fetch(url, params)
+        return service.fetch(url, params, into)
 
     def split(job: Job) -> tuple[object, Job] | None:
         # Called with the reader's lock held: its jobs are as the reader sees them.
@@ -365,7 +365,7 @@ def _let_go(ref: weakref.ref[_Body]) -> bool:
 
 def _held_back(
     held: str, links: dict[str, str], made: list[weakref.ref[_Body]]
-) -> tuple[t.Callable[[str, str | None], t.Any], threading.Event, threading.Event]:
+) -> tuple[t.Callable[..., t.Any], threading.Event, threading.Event]:
     """A fetch whose request for ``held`` waits for ``release`` (``asked`` is set when it is
     sent); the others answer at once, with the next link ``links`` gives. Every page it makes
     is watched in ``made``."""
@@ -573,7 +573,8 @@ def test_a_page_being_refined_takes_the_room_of_a_page_in_memory(
             return b"/w1:1".ljust(1000, b"x"), None
         if url not in ("/w0", "/w1"):
             assert looking.wait(5)
-        body, _ = slow.fetch(url, params)
+        body, _ = slow.fetch(url, params)  # in memory: the page goes through the room's count
+        assert body is not None
         return body, "/w1/p1" if url == "/w1" else None
 
     def refine(job: Job, body: bytes, more: bool) -> None:
