@@ -34,7 +34,7 @@ from tap_dynamics.formatted import (
     source_columns,
 )
 from tap_dynamics.lines import Lines, PageLines
-from tap_dynamics.pages import Body, links_in_file, links_of, whole
+from tap_dynamics.pages import Body, links_in_file, links_of, smaller_page, whole
 from tap_dynamics.reads import (
     HttpProbes,
     ReadPlan,
@@ -59,9 +59,6 @@ T = t.TypeVar("T")
 _decode = msgspec.json.Decoder(float_hook=Decimal).decode
 
 
-#: The smallest page asked for when the service finds pages too big (0x80040216).
-MIN_PAGE_SIZE = 50
-RESPONSE_TOO_BIG = "0x80040216"
 EXPIRED_VERSION_STAMP = "0x80044352"
 #: Change-tracking streams mark deleted rows with the time the tap saw the deletion (not the
 #: time it happened, which the service does not tell).
@@ -224,16 +221,10 @@ class DynamicsStream(Stream):
         return None, links_in_file(into, into.tell()).next
 
     def _request_page(
-        self,
-        url: str,
-        params: str | None,
-        *,
-        track_changes: bool,
-        into: t.BinaryIO | None = None,
+        self, url: str, params: str | None, *, track_changes: bool, into: t.BinaryIO | None = None
     ) -> requests.Response:
-        """The answer of one page's request, its body read (or written to ``into``). A page too
-        big for the service is asked for again with a smaller page size; the paging cookie is a
-        position, not a page number, so no row is skipped or repeated."""
+        """The answer of one page's request, its body read (or written to ``into``); a page too
+        big for the service is asked for again smaller (``tap_dynamics.pages.smaller_page``)."""
         while True:
             headers = {"Prefer": self.prefer_header(track_changes=track_changes)}
             try:
@@ -241,15 +232,7 @@ class DynamicsStream(Stream):
                     "GET", url, params=params, headers=headers, entity=self.name, into=into
                 )
             except ApiError as err:
-                if err.code.lower() != RESPONSE_TOO_BIG or self._page_size <= MIN_PAGE_SIZE:
-                    if err.code.lower() == RESPONSE_TOO_BIG:
-                        raise err.with_hint(
-                            f"Even pages of {MIN_PAGE_SIZE} rows are too big: deselect large "
-                            "columns (notes, images, descriptions) in the catalog.",
-                            entity=self.name,
-                        ) from None
-                    raise
-                smaller = max(MIN_PAGE_SIZE, self._page_size // 4)
+                smaller = smaller_page(err, self._page_size, self.name)
                 self.logger.warning(
                     "The service found a page of %d rows of '%s' too big; asking for %d.",
                     self._page_size,

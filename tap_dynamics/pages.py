@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from dynamics_api.errors import ApiError
+
 __all__ = [
     "Body",
     "Column",
@@ -27,6 +29,7 @@ __all__ = [
     "links_of",
     "rows_of",
     "size",
+    "smaller_page",
     "waiting_size",
     "whole",
 ]
@@ -41,6 +44,27 @@ class _Links(msgspec.Struct):
 _links = msgspec.json.Decoder(_Links).decode
 _VALUE = b'"value":'
 _LINK_NAMES = (b'"@odata.nextLink"', b'"@odata.deltaLink"')
+
+
+#: The smallest page asked for when the service finds pages too big (0x80040216).
+MIN_PAGE_SIZE = 50
+RESPONSE_TOO_BIG = "0x80040216"
+
+
+def smaller_page(err: ApiError, rows: int, entity: str) -> int:
+    """The page size to ask for after ``err`` refused pages of ``rows``: a quarter of it when the
+    service found the page too big (the paging cookie is a position, not a page number, so no
+    row is skipped or repeated); ``err`` is raised otherwise, with what to do when even the
+    smallest pages are too big."""
+    if err.code.lower() != RESPONSE_TOO_BIG:
+        raise err
+    if rows <= MIN_PAGE_SIZE:
+        raise err.with_hint(
+            f"Even pages of {MIN_PAGE_SIZE} rows are too big: deselect large columns (notes, "
+            "images, descriptions) in the catalog.",
+            entity=entity,
+        ) from None
+    return max(MIN_PAGE_SIZE, rows // 4)
 
 
 #: Bytes of a page's start where its rows begin, and of its end read for its links.

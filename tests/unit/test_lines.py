@@ -11,8 +11,10 @@ import msgspec
 import orjson
 import pytest
 
+from dynamics_api.errors import ApiError, api_error
 from tap_dynamics.lines import Lines
 from tap_dynamics.pages import (
+    MIN_PAGE_SIZE,
     Column,
     Cut,
     _links,
@@ -21,6 +23,7 @@ from tap_dynamics.pages import (
     links_of,
     rows_of,
     size,
+    smaller_page,
 )
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -191,6 +194,19 @@ def test_links_are_found_without_reading_the_rows() -> None:
         orjson.loads(_page(ROWS, nextLink=NEXT))["@odata.nextLink"]
         == links_of(_page(ROWS, nextLink=NEXT)).next
     )
+
+
+def test_a_page_too_big_is_asked_for_a_quarter_as_big_down_to_the_smallest() -> None:
+    too_big = api_error(400, "GET", "/accounts", code="0x80040216", message="too big")
+    assert smaller_page(too_big, 5000, "account") == 1250
+    assert smaller_page(too_big, 120, "account") == MIN_PAGE_SIZE
+    with pytest.raises(ApiError) as info:
+        smaller_page(too_big, MIN_PAGE_SIZE, "account")
+    assert f"Even pages of {MIN_PAGE_SIZE} rows are too big" in str(info.value)
+    other = api_error(400, "GET", "/accounts", code="0x80060888", message="bad query")
+    with pytest.raises(ApiError) as info:
+        smaller_page(other, 5000, "account")
+    assert info.value is other
 
 
 def test_a_page_cut_keeps_its_first_rows_as_they_were_sent() -> None:
