@@ -50,6 +50,7 @@ from .wire import (
     describe,
     is_certificate_failure,
     is_connect_failure,
+    log_path,
     read_body,
     read_body_into,
     read_error_body,
@@ -70,7 +71,6 @@ log = logging.getLogger(__name__)
 # happened after the service received them (a reset, a read timeout, a cut-off body).
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 _API_PATH_RE = re.compile(r"/api/data/v[0-9.]+/([^/(?]+)(\()?")
-_LOG_PATH_MAX = 200
 
 
 def _default_user_agent() -> str:
@@ -385,7 +385,7 @@ class DataverseClient:
                 attempts += 1
                 self._wait(
                     self.retry.backoff(attempts - 1),
-                    f"Download of GET {_log_path(path)} was cut off ({describe(exc)}): retry "
+                    f"Download of GET {log_path(path)} was cut off ({describe(exc)}): retry "
                     f"{attempts} of {self.retry.max_retries}",
                     throttled=False,
                     given=False,
@@ -498,8 +498,7 @@ class DataverseClient:
         self.stats.add(retries=1)
         self._wait(
             wait,
-            f"Dataverse answered {status} on {method} {_log_path(path)}: retry {retries} of "
-            f"{limit}",
+            f"Dataverse answered {status} on {method} {log_path(path)}: retry {retries} of {limit}",
             throttled=status == 429,
             given=asked is not None,
         )
@@ -541,7 +540,7 @@ class DataverseClient:
         self.stats.add(retries=1)
         self._wait(
             wait,
-            f"{reason} on {method} {_log_path(path)}: retry {retries} of {limit}",
+            f"{reason} on {method} {log_path(path)}: retry {retries} of {limit}",
             throttled=False,
             given=False,
         )
@@ -598,7 +597,3 @@ class DataverseClient:
             request_id=request_id_of(response.headers),
             annotations=parse_error_annotations(error_body),
         )
-
-
-def _log_path(path: str) -> str:
-    return path if len(path) <= _LOG_PATH_MAX else path[:_LOG_PATH_MAX] + "..."

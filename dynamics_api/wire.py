@@ -17,12 +17,14 @@ __all__ = [
     "describe",
     "is_certificate_failure",
     "is_connect_failure",
+    "log_path",
     "read_body",
     "read_body_into",
     "read_error_body",
 ]
 
 _REASON_MAX = 200
+_LOG_PATH_MAX = 200
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     rex.ConnectionError,  # refused, reset, DNS, TLS (SSLError), read timeouts while streaming
     rex.Timeout,  # connect and read timeouts
@@ -149,3 +151,8 @@ def read_error_body(response: requests.Response) -> bytes:
         return b""
     finally:
         response.close()
+
+
+def log_path(path: str) -> str:
+    """A request's path as a log line shows it (cut after 200 characters)."""
+    return path if len(path) <= _LOG_PATH_MAX else path[:_LOG_PATH_MAX] + "..."
