@@ -51,9 +51,8 @@ from .wire import (
     is_certificate_failure,
     is_connect_failure,
     log_path,
-    read_body,
-    read_body_into,
     read_error_body,
+    read_into,
 )
 
 __all__ = [
@@ -201,6 +200,7 @@ class DataverseClient:
         idempotent: bool | None = None,
         max_retries: int | None = None,
         into: BinaryIO | None = None,
+        answered: Callable[[], None] | None = None,
     ) -> requests.Response:
         """Send one Web API request, retrying as the policy says, and return a successful response.
 
@@ -223,6 +223,9 @@ class DataverseClient:
             into: a file the successful response's body is written to as it comes (from its
                 start: a body cut off and asked for again replaces what was written), instead of
                 being held in memory; the response's ``content`` is then empty.
+            answered: called once, before the body is read, when the response gives its length
+                (the service made the body before sending it: its work is done, the transfer is
+                left). A body cut off on its way is then asked for again after the call.
 
         Returns:
             The response (status < 400), its body already read unless ``stream``.
@@ -265,13 +268,11 @@ class DataverseClient:
             if status < 400:
                 if stream:
                     return response
+                if answered is not None and "Content-Length" in response.headers:
+                    answered()
+                    answered = None
                 try:  # read here, so a cut-off body is retried
-                    if into is None:
-                        read_body(response)
-                    else:
-                        into.seek(0)
-                        into.truncate()
-                        read_body_into(response, into)
+                    read_into(response, into)
                 except NETWORK_ERRORS as exc:
                     response.close()
                     retries = self._after_network_error(

@@ -21,6 +21,7 @@ __all__ = [
     "read_body",
     "read_body_into",
     "read_error_body",
+    "read_into",
 ]
 
 _REASON_MAX = 200
@@ -141,6 +142,17 @@ def read_body_into(response: requests.Response, into: BinaryIO) -> int:
     response._content_consumed = True  # type: ignore[attr-defined]
     response.raw.release_conn()
     return written
+
+
+def read_into(response: requests.Response, into: BinaryIO | None) -> None:
+    """A successful response's body read: in memory (its ``content``), or written to ``into``
+    from the file's start (a body cut off and asked for again replaces what was written)."""
+    if into is None:
+        read_body(response)
+        return
+    into.seek(0)
+    into.truncate()
+    read_body_into(response, into)
 
 
 def read_error_body(response: requests.Response) -> bytes:

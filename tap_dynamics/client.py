@@ -9,7 +9,7 @@ tap and the target), which is why this is a plain ``Stream`` rather than the SDK
 from __future__ import annotations
 
 import typing as t
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -211,25 +211,26 @@ class DynamicsStream(Stream):
         return content, links.next, links.delta
 
     def _fetch_into(
-        self, url: str, params: str | None, into: t.BinaryIO | None
+        self, url: str, params: str | None, into: t.BinaryIO | None, answered: Callable[[], None]
     ) -> tuple[bytes | None, str | None]:
         """One page of a window (``tap_dynamics.parallel.Fetch``): (its raw JSON body, next
         link), or (None, next link) when the body was written to ``into`` as it came."""
+        content = self._request_page(url, params, into=into, answered=answered).content
         if into is None:
-            return self._fetch_page(url, params)[:2]
-        self._request_page(url, params, track_changes=False, into=into)
+            return content, links_of(content).next
         return None, links_in_file(into, into.tell()).next
 
     def _request_page(
-        self, url: str, params: str | None, *, track_changes: bool, into: t.BinaryIO | None = None
+        self, url: str, params: str | None, *, track_changes: bool = False, **reading: t.Any
     ) -> requests.Response:
-        """The answer of one page's request, its body read (or written to ``into``); a page too
-        big for the service is asked for again smaller (``tap_dynamics.pages.smaller_page``)."""
+        """The answer of one page's request, its body read (``reading``: ``into`` and
+        ``answered`` of :meth:`DataverseClient.request`); a page too big for the service is
+        asked for again smaller (``tap_dynamics.pages.smaller_page``)."""
         while True:
             headers = {"Prefer": self.prefer_header(track_changes=track_changes)}
             try:
                 return self.client.request(
-                    "GET", url, params=params, headers=headers, entity=self.name, into=into
+                    "GET", url, params=params, headers=headers, entity=self.name, **reading
                 )
             except ApiError as err:
                 smaller = smaller_page(err, self._page_size, self.name)

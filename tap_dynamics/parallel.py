@@ -14,7 +14,10 @@ Bounds:
   starts at the ceiling (``min(x-ms-dop-hint, max_parallel_requests)``), halves when the service
   throttles (the client counts the 429s it waited for; the wait itself is the client's, exactly
   the ``Retry-After`` given, and holds every request of the client) and grows back by one after
-  as many answers as the limit without throttling;
+  as many answers as the limit without throttling. A request is in flight until the service
+  has made its answer: when the answer gives its length (the body was made before it was
+  sent), the next request leaves while the body is still on its way (an 11 MB page takes
+  tens of milliseconds to cross), so that the service is kept as busy as allowed;
 - at most ``2 * ceiling + PREFETCH`` pages are held at once (in flight, or waiting to be handed
   over as bytes, weighed by their size against the largest page seen: the small pages of small
   windows do not fill the cap); only the window being handed over may go past it, so the reader
@@ -52,6 +55,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 from dynamics_api.retry import Concurrency
 from dynamics_api.wire import NETWORK_ERRORS
@@ -87,9 +91,14 @@ IN_MEMORY = 1
 #: send the next request before the page's decoding holds the interpreter lock.
 HANDOFF = 0.003
 
-#: ``fetch(url, params, into) -> (body, next link)``: one page of a chain; when ``into`` (a
-#: file) is given, the body is written to it as it comes and None is given instead of it.
-Fetch = Callable[[str, str | None, t.BinaryIO | None], tuple[bytes | None, str | None]]
+#: ``fetch(url, params, into, answered) -> (body, next link)``: one page of a chain; when
+#: ``into`` (a file) is given, the body is written to it as it comes and None is given instead
+#: of it. ``answered()``, when the service has made the answer and only its transfer is left
+#: (``DataverseClient.request``), gives the request's slot back early: the next request leaves
+#: while the body is read.
+Fetch = Callable[
+    [str, str | None, t.BinaryIO | None, Callable[[], None]], tuple[bytes | None, str | None]
+]
 #: ``refine(job, body, more) -> (body to keep, jobs for the rest) | None``: a page with a next
 #: link (``more``), or the first page of a narrowed job.
 Refine = Callable[["Job", bytes, bool], "tuple[Body, list[Job]] | None"]
@@ -125,6 +134,15 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.url is None and not self.in_flight
+
+
+@dataclass
+class _Ticket:
+    """A page request's slot among those in flight: ``started`` is what :meth:`Gate.done` needs,
+    ``holds`` whether the slot is still taken."""
+
+    started: int
+    holds: bool = True
 
 
 class Gate(Concurrency):
@@ -337,19 +355,19 @@ class Reader:
                 # the requests in flight hold no page in memory but the window's being handed
                 # over (the service's hint may allow 16 at once, of pages of tens of MB).
                 to_file = self._jobs[self._head] is not job
-                started = self.gate.start()
+                ticket = _Ticket(self.gate.start())
+            answered = partial(self._answered, ticket)
             try:
-                body, nxt, into = self._fetch_page(url, params, to_file)
+                body, nxt, into = self._fetch_page(url, params, to_file, answered)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                answered()
                 with self._cond:
-                    self._in_flight -= 1
                     self._held -= 1
                     job.in_flight = False
                 self._fail(exc)
                 return
+            answered()
             with self._cond:
-                self._in_flight -= 1
-                self.gate.done(started)
                 self.page_requests += 1
                 job.answered = True
                 narrowed = job.narrowed and job.requests == 0
@@ -399,6 +417,16 @@ class Reader:
             # keep it alive after the consumer is done with it.
             del more, page
 
+    def _answered(self, ticket: _Ticket) -> None:
+        """A page request's slot given back (once): when the service has made the answer (its
+        body may still be on its way), or when the request ends."""
+        with self._cond:
+            if ticket.holds:
+                ticket.holds = False
+                self._in_flight -= 1
+                self.gate.done(ticket.started)
+                self._cond.notify_all()
+
     def _look(
         self, job: Job, body: bytes | None, into: t.BinaryIO | None, more: bool
     ) -> tuple[Body | Spilled, list[Job] | None]:
@@ -436,7 +464,7 @@ class Reader:
         return self._spill(job, kept), jobs
 
     def _fetch_page(
-        self, url: str, params: str | None, to_file: bool
+        self, url: str, params: str | None, to_file: bool, answered: Callable[[], None]
     ) -> tuple[bytes | None, str | None, t.BinaryIO | None]:
         """``fetch``, into a new temporary file when ``to_file`` (then the body is None and the
         file is given back); in memory when no file can be made or written (a full disk costs
@@ -448,14 +476,14 @@ class Reader:
             except OSError:
                 into = None
         try:
-            body, nxt = self._fetch(url, params, into)
+            body, nxt = self._fetch(url, params, into, answered)
         except OSError as exc:
             if into is None:
                 raise
             into.close()
             if isinstance(exc, NETWORK_ERRORS):
                 raise
-            return *self._fetch(url, params, None), None
+            return *self._fetch(url, params, None, answered), None
         except BaseException:
             if into is not None:
                 into.close()

@@ -295,6 +295,29 @@ def test_a_body_cut_off_while_written_to_a_file_is_written_again_from_its_start(
     assert [e.fault for e in logged(emu, "/accounts", 3)][1:] == ["truncate", None]
 
 
+def test_answered_is_told_once_before_the_body_is_read(
+    emu: Emulator, client: DataverseClient, tmp_path: Path
+) -> None:
+    # The emulator gives every answer's length: the service's work is done when the headers
+    # come. A body cut off on its way is asked for again without telling it twice.
+    query = build_query(select=["name"])
+    expected = client.request("GET", "accounts", params=query).content
+    emu.faults.script([Fault("truncate")])
+    with (tmp_path / "page").open("w+b") as into:
+        seen: list[int] = []
+        client.request(
+            "GET", "accounts", params=query, into=into, answered=lambda: seen.append(into.tell())
+        )
+        assert seen == [0]  # once, before the first byte of the body was written
+        into.seek(0)
+        assert into.read() == expected
+    seen.clear()
+    response = client.request(
+        "GET", "accounts", params=query, answered=lambda: seen.append(len(seen))
+    )
+    assert seen == [0] and response.content == expected
+
+
 def test_slow_response_past_read_timeout_is_retried(
     emu: Emulator, tokens: MsalTokens, sleeps: Sleeps
 ) -> None:

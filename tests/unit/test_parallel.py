@@ -30,7 +30,8 @@ def _answer(
 
 class Service:
     """Chains of pages in memory: ``/w<i>`` has ``pages[i]`` pages; each answer takes a little
-    random time; records the most requests in flight at once."""
+    random time to make, then a little to come (after ``answered``); records the most requests
+    being answered at once."""
 
     def __init__(self, pages: list[int], *, seed: int = 0, fail_at: str | None = None) -> None:
         self.pages = pages
@@ -43,7 +44,7 @@ class Service:
         self.throttles = 0
 
     def fetch(
-        self, url: str, params: str | None, into: t.BinaryIO | None = None
+        self, url: str, params: str | None, into: t.BinaryIO | None = None, answered: t.Any = None
     ) -> tuple[bytes | None, str | None]:
         with self.lock:
             self.in_flight += 1
@@ -58,10 +59,15 @@ class Service:
             n = int(page or 0)
             last = self.pages[int(window[2:])] - 1
             nxt = None if n >= last else f"{window}/p{n + 1}"
-            return _answer(f"{window}:{n}".encode(), nxt, into)
         finally:
             with self.lock:
                 self.in_flight -= 1
+        if answered is not None:  # the answer is made; its body takes a little time to come
+            answered()
+            with self.lock:
+                transfer = self.rng.uniform(0, 0.002)
+            time.sleep(transfer)
+        return _answer(f"{window}:{n}".encode(), nxt, into)
 
 
 def _text(body: Body) -> str:
@@ -84,6 +90,30 @@ def test_pages_come_in_window_order_with_at_most_the_limit_in_flight() -> None:
     assert service.peak <= 5
     assert reader.peak_in_flight <= 5
     assert reader.page_requests == sum(pages)
+
+
+def test_the_next_request_leaves_while_an_answer_is_still_on_its_way() -> None:
+    # One request at a time: window 1's request waits for window 0's answer to be made, not for
+    # its body to come (window 0's body comes only once window 1's request has left).
+    events: list[str] = []
+    left = threading.Event()
+
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes | None, str | None]:
+        events.append(f"sent {url}")
+        if url == "/w1":
+            left.set()
+        events.append(f"answered {url}")
+        answered()
+        if url == "/w0":
+            assert left.wait(timeout=5), "window 1's request waited for window 0's body"
+        return _answer(url.encode(), None, into)
+
+    reader = Reader(_jobs(2), fetch, Gate(1, lambda: 0), name="t")
+    assert [_text(body) for _, body in reader.pages()] == ["/w0", "/w1"]
+    assert events == ["sent /w0", "answered /w0", "sent /w1", "answered /w1"]
+    assert reader.peak_in_flight == 1
 
 
 def _held_while_reading(reader: Reader, consumer_seconds: float) -> list[float]:
@@ -119,7 +149,9 @@ def test_small_pages_count_by_their_bytes_against_the_cap() -> None:
     # Window 0 is slow; the others are tiny: their pages wait, weighed against the largest page.
     big = b"x" * 10_000
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes, str | None]:
         if url == "/w0":
             time.sleep(0.3)
             return big, None
@@ -158,10 +190,12 @@ def test_requests_go_on_in_the_slot_of_a_thread_looking_at_its_page() -> None:
     go = threading.Event()
     both: list[bool] = []
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes | None, str | None]:
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes | None, str | None]:
         if not url.startswith("/w0"):
             assert go.wait(10)
-        return service.fetch(url, params, into)
+        return service.fetch(url, params, into, answered)
 
     def refine(job: Job, body: bytes, more: bool) -> tuple[bytes, list[Job]] | None:
         if job.label == 0:
@@ -189,7 +223,9 @@ def test_an_idle_slot_splits_the_last_window_whose_first_page_is_awaited() -> No
     looked: list[tuple[object, bool]] = []
     asked: list[object] = []
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes, str | None]:
         if url == "/w0":
             rest_first.append(rest_sent.wait(5))
             return b"w0 all", None
@@ -218,10 +254,12 @@ def test_no_split_while_jobs_have_requests_to_make() -> None:
     idle: list[bool] = []  # at each split offered: no job had a request to make
     offered = threading.Event()
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes | None, str | None]:
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes | None, str | None]:
         if url == "/w11":  # the last window's first page comes once a split was offered
             offered.wait(5)
-        return service.fetch(url, params, into)
+        return service.fetch(url, params, into, answered)
 
     def split(job: Job) -> tuple[object, Job] | None:
         # Called with the reader's lock held: its jobs are as the reader sees them.
@@ -371,7 +409,9 @@ def _held_back(
     is watched in ``made``."""
     asked, release = threading.Event(), threading.Event()
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[_Body, str | None]:
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[_Body, str | None]:
         if url == held:
             asked.set()
             release.wait(30)  # longer than _let_go waits: released by the test
@@ -443,7 +483,7 @@ class _SlowFirst:
         self.others = threading.Semaphore(0)
 
     def fetch(
-        self, url: str, params: str | None, into: t.BinaryIO | None = None
+        self, url: str, params: str | None, into: t.BinaryIO | None = None, answered: t.Any = None
     ) -> tuple[bytes | None, str | None]:
         i = int(url[2:])
         if i == 0:
@@ -508,11 +548,13 @@ def test_a_page_that_cannot_be_written_to_its_file_is_asked_for_again_in_memory(
     slow = _SlowFirst(windows=6, size=1000)
     calls: list[str] = []
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes | None, str | None]:
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes | None, str | None]:
         calls.append(url)
         if into is not None:
             into.write(b"part")  # fails, as a full disk does
-        return slow.fetch(url, params, into)
+        return slow.fetch(url, params, into, answered)
 
     reader = Reader(_jobs(6), fetch, Gate(6, lambda: 0), name="t")
     assert [body for _, body in reader.pages()] == PAGES
@@ -531,13 +573,15 @@ def test_a_page_written_to_its_file_is_looked_at_by_refine_as_its_bytes(
     asked = threading.Event()
     seen: list[tuple[object, bytes]] = []
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes | None, str | None]:
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes | None, str | None]:
         if url == "/w0":
             assert asked.wait(5)
         if url == "/w1":
             assert into is not None
             asked.set()
-        return service.fetch(url, params, into)
+        return service.fetch(url, params, into, answered)
 
     def refine(job: Job, body: bytes, more: bool) -> None:
         seen.append((job.label, body))
@@ -568,7 +612,9 @@ def test_a_page_being_refined_takes_the_room_of_a_page_in_memory(
     looking = threading.Event()
     reader: Reader
 
-    def fetch(url: str, params: str | None, into: t.Any = None) -> tuple[bytes, str | None]:
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes, str | None]:
         if url == "/w1/p1":
             return b"/w1:1".ljust(1000, b"x"), None
         if url not in ("/w0", "/w1"):
