@@ -10,7 +10,8 @@ the operations of a ``$batch`` that failed on their own (a throttled or failed p
 - every wait is one log line (INFO for throttling, WARNING for failures) and is counted.
 
 :class:`Concurrency` is the other half of throttling: how many requests a reader or writer keeps
-in flight (halved when the service throttles, one more after as many answers without).
+in flight (halved when the service throttles, one more after as many answers without);
+:class:`Gate` tells it from the client's count of throttled waits.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["RETRYABLE_STATUS", "Concurrency", "Hold", "RetryPolicy", "parse_retry_after"]
+__all__ = ["RETRYABLE_STATUS", "Concurrency", "Gate", "Hold", "RetryPolicy", "parse_retry_after"]
 
 log = logging.getLogger("dynamics_api.http")
 
@@ -267,3 +268,38 @@ class Concurrency:
         """A new ceiling (the service's latest hint): the limit is never above it."""
         self.ceiling = max(1, ceiling)
         self.limit = min(self.limit, self.ceiling)
+
+
+class Gate(Concurrency):
+    """How many requests may be in flight (:class:`Concurrency`), told by
+    the client's count of throttled waits.
+
+    ``throttled()`` returns the client's count of waits caused by a 429 so far; a request during
+    which it grew was throttled (or ran while another one was).
+    """
+
+    def __init__(self, ceiling: int, throttled: Callable[[], int]) -> None:
+        super().__init__(ceiling)
+        self._throttled = throttled
+        self._seen = throttled()
+        self.decreases = 0
+
+    def start(self) -> int:
+        """Mark a request as started; returns what :meth:`done` needs."""
+        return self._throttled()
+
+    def done(self, started_with: int) -> None:
+        """A request ended: lower the limit if the service throttled since it started (once per
+        episode), raise it by one after ``limit`` answers without throttling."""
+        now = self._throttled()
+        if now > self._seen and started_with >= self._seen:
+            # Throttled: the first request to notice halves the limit; requests that started
+            # before that halving do not halve it again.
+            self._seen = now
+            self.lower()
+            self.decreases += 1
+            return
+        if now > self._seen:
+            self._seen = now
+            return
+        self.answered()

@@ -42,12 +42,16 @@ comes, and waits, cut or not, in that file again. The probes ``refine`` makes ta
 When a slot is free and no job has a request to make (at the table's end, the last windows'
 first pages in flight), ``split`` may cut the last job whose first page is awaited: it keeps the
 first part (its page is then cut to it by ``refine``) and the rest is read at once, by a job that
-is not split again.
+is not split again. The last job with a request to make, when its first request is about to
+leave while others are in flight, is halved first (``divide``; twice at most down one line):
+the slots freeing one after the other at the table's end then share what is left, rather than
+one of them reading a whole page after the others have finished.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 import time
 import typing as t
@@ -57,7 +61,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
-from dynamics_api.retry import Concurrency
+from dynamics_api.retry import Gate
 from dynamics_api.wire import NETWORK_ERRORS
 from tap_dynamics.pages import Body, Cut, Spilled, size, waiting_size
 
@@ -87,9 +91,13 @@ SPARE = 2
 #: it, pages of later windows kept in memory (no file could be made as they came) wait in
 #: temporary files.
 IN_MEMORY = 1
-#: Seconds the consumer of pages waits after taking one, so that the thread that fetched it can
-#: send the next request before the page's decoding holds the interpreter lock.
+#: Seconds the consumer of pages waits after taking one it waited for, so that the thread that
+#: fetched it can send the next request before the page's decoding holds the interpreter lock (a
+#: page that was waiting is taken at once: its thread has long sent its next request).
 HANDOFF = 0.003
+#: Halvings at most of the last job before its first request, down one line (a page's worth
+#: is then read as a half, a quarter and a quarter).
+HALVINGS = 2
 
 #: ``fetch(url, params, into, answered) -> (body, next link)``: one page of a chain; when
 #: ``into`` (a file) is given, the body is written to it as it comes and None is given instead
@@ -105,6 +113,9 @@ Refine = Callable[["Job", bytes, bool], "tuple[Body, list[Job]] | None"]
 #: ``split(job) -> (its narrower label, a job for the rest of it) | None``: a job whose first
 #: request is in flight, split while a request slot would otherwise stay idle.
 Split = Callable[["Job"], "tuple[object, Job] | None"]
+#: ``divide(job) -> (a job for its first part, one for the rest) | None``: the last job with a
+#: request to make, not asked for yet, while the requests before it are in flight.
+Divide = Callable[["Job"], "tuple[Job, Job] | None"]
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -130,6 +141,8 @@ class Job:
     narrowed: bool = False
     #: Split off a job whose first page was awaited (not split again while its own is).
     split_off: bool = False
+    #: Halvings before its first request down its line (``Reader``'s ``divide``).
+    halvings: int = 0
 
     @property
     def finished(self) -> bool:
@@ -143,41 +156,6 @@ class _Ticket:
 
     started: int
     holds: bool = True
-
-
-class Gate(Concurrency):
-    """How many requests may be in flight (:class:`~dynamics_api.retry.Concurrency`), told by
-    the client's count of throttled waits.
-
-    ``throttled()`` returns the client's count of waits caused by a 429 so far; a request during
-    which it grew was throttled (or ran while another one was).
-    """
-
-    def __init__(self, ceiling: int, throttled: Callable[[], int]) -> None:
-        super().__init__(ceiling)
-        self._throttled = throttled
-        self._seen = throttled()
-        self.decreases = 0
-
-    def start(self) -> int:
-        """Mark a request as started; returns what :meth:`done` needs."""
-        return self._throttled()
-
-    def done(self, started_with: int) -> None:
-        """A request ended: lower the limit if the service throttled since it started (once per
-        episode), raise it by one after ``limit`` answers without throttling."""
-        now = self._throttled()
-        if now > self._seen and started_with >= self._seen:
-            # Throttled: the first request to notice halves the limit; requests that started
-            # before that halving do not halve it again.
-            self._seen = now
-            self.lower()
-            self.decreases += 1
-            return
-        if now > self._seen:
-            self._seen = now
-            return
-        self.answered()
 
 
 class Reader:
@@ -202,11 +180,13 @@ class Reader:
         name: str,
         refine: Refine | None = None,
         split: Split | None = None,
+        divide: Divide | None = None,
     ) -> None:
         self._jobs = list(jobs)
         self._fetch = fetch
         self._refine = refine
         self._split = split
+        self._divide = divide
         self.gate = gate
         self._name = name
         self._cond = threading.Condition()
@@ -231,6 +211,7 @@ class Reader:
         self.page_requests = 0
         self.splits = 0
         self.early_splits = 0  # jobs split while their first request was in flight
+        self.divided = 0  # last jobs halved before their first request
         self.capacity = 2 * gate.ceiling + PREFETCH
         self._ready = 0  # pages in a row the consumer found ready
         self.lean_pages = 0  # pages handed over while the reader held at most LEAN
@@ -297,22 +278,44 @@ class Reader:
         # that has not been read yet and may turn out big (``scout``: its first page decides
         # more windows, which are best known early), else the earliest.
         earliest: Job | None = None
-        seen = 0
+        seen = at = 0
         for i in range(self._head, len(self._jobs)):
             job = self._jobs[i]
             if job.url is None or job.in_flight:
                 continue
             if i == self._head:
-                return job
+                return self._last_divided(i)
             if self._pages_held() >= self._cap():
                 return None  # later jobs would only hold more pages
             if job.scout and job.requests == 0:
-                return job
-            earliest = earliest or job
+                return self._last_divided(i)
+            if earliest is None:
+                earliest, at = job, i
             seen += 1
             if seen > self.capacity:
                 return earliest
-        return earliest or self._split_early()
+        return self._split_early() if earliest is None else self._last_divided(at)
+
+    def _last_divided(self, i: int) -> Job:
+        """Job ``i``, about to be asked for (lock held); its first part when it is the last job
+        with a request to make and this is its first (``divide``; see the module's text)."""
+        job = self._jobs[i]
+        if self._divide is None or job.requests or job.halvings >= HALVINGS or self.gate.limit < 2:
+            return job
+        if any(
+            other.url is not None and not other.in_flight and other is not job
+            for other in itertools.islice(self._jobs, self._head, None)
+        ):
+            return job
+        parts = self._divide(job)
+        if parts is None:
+            return job
+        low, high = parts
+        low.halvings = high.halvings = job.halvings + 1
+        low.split_off = high.split_off = job.split_off
+        self._jobs[i : i + 1] = [low, high]
+        self.divided += 1
+        return low
 
     def _split_early(self) -> Job | None:
         """No job has a request to make, and a slot is free (lock held): the last job whose first
@@ -571,7 +574,8 @@ class Reader:
                             continue
                         waited = True
                         self._cond.wait()
-                time.sleep(HANDOFF)  # workers woken by the page taken send their requests first
+                if waited:  # the worker that brought the page sends its next request first
+                    time.sleep(HANDOFF)
                 body = page.read() if isinstance(page, Spilled) else page
                 del page
                 yield job.label, body

@@ -334,6 +334,12 @@ def parallel_bodies(
         halves = halved(window)
         return None if halves is None else (halves[0], job(halves[1]))
 
+    def divide(last: Job) -> tuple[Job, Job] | None:
+        # The last window with a request to make, not asked for yet: halved, its later half
+        # read by the next slot that frees.
+        halves = halved(t.cast(Window, last.label), pieces=True)
+        return None if halves is None else (job(halves[0]), job(halves[1]))
+
     reader = Reader(
         [job(w) for w in windows],
         fetch,
@@ -341,6 +347,7 @@ def parallel_bodies(
         name=name,
         refine=refine,
         split=split,
+        divide=divide,
     )
     probes.slot = reader.slot
     try:
@@ -356,7 +363,8 @@ def summary(reader: Reader, probes: HttpProbes) -> str:
     """What a read in windows did, for the log line at its end."""
     return (
         f"in {reader.jobs_seen} windows ({reader.splits} split after their first page, "
-        f"{reader.early_splits} while it was awaited): "
+        f"{reader.early_splits} while it was awaited, {reader.divided} halved before it was "
+        "asked for): "
         f"{reader.page_requests} page requests and {probes.requests} probes, at most "
         f"{reader.peak_in_flight} in flight and {reader.peak_waiting_bytes / 1e6:.0f} MB of "
         f"pages waiting, {reader.peak_memory_bytes / 1e6:.0f} MB of them in memory "

@@ -292,18 +292,19 @@ def crowded_rest(
     return keep, opened(parts, nulls_first=False, open_end=True)
 
 
-def halved(window: Window) -> tuple[Window, Window] | None:
-    """A window of time cut in two at the middle second (its first page still awaited: the
-    later half is read at once rather than once that page shows how far it reaches); None for
-    a window without both bounds, of one second, read whole, or a piece of a crowded second
-    (those are cut to about a page each already)."""
-    if window.lo is None or window.hi is None or window.whole or window.within is not None:
+def halved(window: Window, *, pieces: bool = False) -> tuple[Window, Window] | None:
+    """A window cut in two at the middle second; None for a window without both bounds, of
+    one second, read whole, or (unless ``pieces``) a piece of a crowded second (those are cut
+    to about a page each already: halving one whose first page is awaited reads the rows its
+    page holds past the middle twice; one not asked for yet is halved for nothing but a
+    request)."""
+    if window.lo is None or window.hi is None or window.whole:
         return None
-    if window.hi - window.lo < 2:
+    if window.hi - window.lo < 2 or (window.within is not None and not pieces):
         return None
     mid = window.lo + (window.hi - window.lo) // 2
-    low = Window(window.column, window.lo, mid, with_nulls=window.with_nulls)
-    return low, Window(window.column, mid, window.hi)
+    low = Window(window.column, window.lo, mid, window.within, window.with_nulls)
+    return low, Window(window.column, mid, window.hi, window.within)
 
 
 def reaches_past(window: Window, seconds: Sequence[int | None]) -> int | None:

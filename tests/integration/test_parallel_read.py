@@ -82,6 +82,10 @@ def test_windows_side_by_side_read_the_same_rows_in_order(
     # their pages were cut at the new bound, and still every row came once, in order.
     early = re.search(r"split after their first page, (\d+) while it was awaited", run.stderr)
     assert early is not None and int(early.group(1)) >= 1
+    # And the last window with a request to make was halved before it was asked for, while the
+    # others were in flight (its halves then shared the slots freeing after them).
+    divided = re.search(r"(\d+) halved before it was asked for", run.stderr)
+    assert divided is not None and int(divided.group(1)) >= 1
     pages = page_requests(log)
     windows = {parse_qs(p.query)["$filter"][0] for p in pages if "$skiptoken" not in p.query}
     assert len(windows) > ROWS // PAGE // 2

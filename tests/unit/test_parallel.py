@@ -274,6 +274,46 @@ def test_no_split_while_jobs_have_requests_to_make() -> None:
     assert idle and all(idle)
 
 
+def test_the_last_job_is_halved_before_its_first_request_for_the_slots_freeing_after_it() -> None:
+    # Two requests allowed, three windows of one page. The third is the last with a request to
+    # make when its turn comes: it is halved, and its later half again when that one's turn
+    # comes (twice at most down one line); jobs following a next link are never halved.
+    offered: list[object] = []
+
+    def fetch(
+        url: str, params: str | None, into: t.Any = None, answered: t.Any = None
+    ) -> tuple[bytes | None, str | None]:
+        nxt = "/w1/p1" if url == "/w1" else None
+        return _answer(url.encode(), nxt, into)
+
+    def divide(job: Job) -> tuple[Job, Job] | None:
+        offered.append(job.label)
+        label = str(job.label)
+        return Job(f"/w{label}a", None, label=f"{label}a"), Job(f"/w{label}b", None, f"{label}b")
+
+    reader = Reader(_jobs(3), fetch, Gate(2, lambda: 0), name="t", divide=divide)
+    got = list(reader.pages())
+    assert got == [
+        (0, b"/w0"),
+        (1, b"/w1"),
+        (1, b"/w1/p1"),
+        ("2a", b"/w2a"),
+        ("2ba", b"/w2ba"),
+        ("2bb", b"/w2bb"),
+    ]
+    assert offered == [2, "2b"] and reader.divided == 2
+
+
+def test_no_job_is_halved_while_one_request_at_a_time_is_allowed() -> None:
+    def divide(job: Job) -> tuple[Job, Job] | None:
+        raise AssertionError("one request at a time: nothing to share")
+
+    service = Service([1] * 3)
+    reader = Reader(_jobs(3), service.fetch, Gate(1, lambda: 0), name="t", divide=divide)
+    assert [label for label, _ in reader.pages()] == [0, 1, 2]
+    assert reader.divided == 0
+
+
 def test_a_scout_among_the_next_jobs_is_read_before_the_jobs_ahead_of_it() -> None:
     # One request at a time: the window being handed over first, then the scout (its first page
     # may split it, or show that it holds more than a page), then the others in order.

@@ -434,6 +434,14 @@ def test_halved_cuts_a_window_of_time_in_the_middle() -> None:
     assert halved(Window("modifiedon", T0, None)) is None
     assert halved(Window("modifiedon", T0, T0 + 9, whole=True)) is None
     assert halved(Window("createdon", T0, T0 + 9, within=("modifiedon", T0))) is None
+    # A piece of a crowded second not asked for yet: halved only when asked for, its second
+    # and its rows without a createdon kept.
+    piece = Window("createdon", T0, T0 + 9, within=("modifiedon", T0), with_nulls=True)
+    assert halved(piece, pieces=True) == (
+        Window("createdon", T0, T0 + 4, within=("modifiedon", T0), with_nulls=True),
+        Window("createdon", T0 + 4, T0 + 9, within=("modifiedon", T0)),
+    )
+    assert halved(Window("createdon", T0, None, within=("modifiedon", T0)), pieces=True) is None
 
 
 def test_reaches_past_gives_the_rows_before_the_bound() -> None:
