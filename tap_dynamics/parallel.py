@@ -288,7 +288,7 @@ class Reader:
             if self._pages_held() >= self._cap():
                 return None  # later jobs would only hold more pages
             if job.scout and job.requests == 0:
-                return self._last_divided(i)
+                return job if earliest is not None else self._last_divided(i)
             if earliest is None:
                 earliest, at = job, i
             seen += 1
@@ -297,14 +297,14 @@ class Reader:
         return self._split_early() if earliest is None else self._last_divided(at)
 
     def _last_divided(self, i: int) -> Job:
-        """Job ``i``, about to be asked for (lock held); its first part when it is the last job
-        with a request to make and this is its first (``divide``; see the module's text)."""
+        """Job ``i``, the first with a request to make, about to be asked for (lock held); its
+        first part when it is also the last and this is its first (``divide``; see the module's
+        text)."""
         job = self._jobs[i]
         if self._divide is None or job.requests or job.halvings >= HALVINGS or self.gate.limit < 2:
             return job
         if any(
-            other.url is not None and not other.in_flight and other is not job
-            for other in itertools.islice(self._jobs, self._head, None)
+            o.url is not None and not o.in_flight for o in itertools.islice(self._jobs, i + 1, None)
         ):
             return job
         parts = self._divide(job)
